@@ -1,0 +1,124 @@
+"""The MusicGen deployment: one model per replica, prompts of one duration batched into one `generate`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray import serve
+
+from deployments.gpu import cap_gpu_memory, check_device
+from infra.model_store import resolve_model_uri
+from infra.settings import load_settings
+from models.common import GeneratedAudio, resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+class MusicUserConfig(BaseModel):
+    """Live knobs (`user_config` in serve_config.yaml), applied without restarting replicas."""
+
+    max_batch_size: int = Field(default=4, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    prompt: str
+    duration_s: float
+    seed: int
+    guidance_scale: float
+    top_k: int
+    temperature: float
+
+    @property
+    def batch_key(self) -> tuple[float, float, int, float]:
+        """Calls that can share one `generate`: same length and sampling settings."""
+        return (self.duration_s, self.guidance_scale, self.top_k, self.temperature)
+
+
+@serve.deployment(
+    name="MusicGen",
+    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    max_ongoing_requests=8,
+    max_queued_requests=32,
+    health_check_period_s=10,
+)
+class MusicGenDeployment:
+    def __init__(self, model_uri: str, device: str = "auto") -> None:
+        from models.musicgen import MusicGen
+
+        settings = load_settings()
+        self.device = resolve_device(device)
+        self.vram_share = cap_gpu_memory(self.device)
+        resolved = resolve_model_uri(model_uri, settings)
+        self.model = MusicGen.from_pretrained(
+            resolved.source, device=self.device, cache_dir=settings.model_cache_dir, revision=resolved.revision
+        )
+        logger.info("MusicGen loaded", extra={"model": self.model.info.as_dict(), "device": self.device})
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        config = MusicUserConfig.model_validate(user_config)
+        self._generate_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
+        self._generate_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def check_health(self) -> None:
+        check_device(self.device)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **self.model.info.as_dict(),
+            "sample_rate": self.model.sample_rate,
+            "channels": self.model.channels,
+            "device": self.device,
+        }
+
+    async def generate(
+        self,
+        prompt: str,
+        duration_s: float,
+        seed: int | None = None,
+        guidance_scale: float = 3.0,
+        top_k: int = 250,
+        temperature: float = 1.0,
+    ) -> GeneratedAudio:
+        """One clip `[C, T]` of `duration_s` seconds; batched with concurrent calls of the same length."""
+        call = GenerationCall(
+            prompt=prompt,
+            duration_s=duration_s,
+            seed=secrets.randbelow(2**31) if seed is None else seed,
+            guidance_scale=guidance_scale,
+            top_k=top_k,
+            temperature=temperature,
+        )
+        result: GeneratedAudio = await self._generate_batch(call)
+        return result
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def _generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+        groups: dict[tuple[float, float, int, float], list[int]] = defaultdict(list)
+        for i, call in enumerate(calls):
+            groups[call.batch_key].append(i)
+        results: list[GeneratedAudio | None] = [None] * len(calls)
+        for indices in groups.values():
+            group = [calls[i] for i in indices]
+            audios = await asyncio.to_thread(self._run_group, group)
+            for i, call, audio in zip(indices, group, audios, strict=True):
+                results[i] = GeneratedAudio(audio=audio, seed=call.seed, model=self.model.info)
+        return [r for r in results if r is not None]
+
+    def _run_group(self, group: list[GenerationCall]) -> list[Any]:
+        first = group[0]
+        return self.model.generate(
+            [c.prompt for c in group],
+            duration_s=first.duration_s,
+            seeds=[c.seed for c in group],
+            guidance_scale=first.guidance_scale,
+            top_k=first.top_k,
+            temperature=first.temperature,
+        )

@@ -1,0 +1,295 @@
+"""Durable job records in S3 (DESIGN.md section 6): create-only, compare-and-swap updates, fenced leases.
+
+`jobs/{id}/job.json` is the single source of truth. Every update reads the record, checks the fence
+(the attempt number the writer claimed), and writes back with `If-Match` on the ETag it read, so two
+writers can never both win and a runner whose lease was taken over can never write again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from infra.storage import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    Storage,
+    active_job_key,
+    check_id,
+    job_key,
+)
+
+logger = logging.getLogger(__name__)
+
+_MAX_MS = 0xFFFFFFFFFFFF
+_CAS_TRIES = 50
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobNotFoundError(KeyError):
+    """No job with that id."""
+
+
+class JobFinishedError(RuntimeError):
+    """The job already reached a final status."""
+
+
+class StaleAttemptError(RuntimeError):
+    """The writer's attempt was superseded (its lease expired and another runner claimed the job)."""
+
+
+class IdempotencyConflictError(ValueError):
+    """An `Idempotency-Key` was reused with a different request."""
+
+
+class StageRecord(BaseModel):
+    """One committed stage: where its objects are, what they hash to, what it cost."""
+
+    index: int
+    name: str
+    prefix: str
+    manifest_key: str
+    fingerprint: str
+    objects: dict[str, str] = Field(default_factory=dict, description="object name -> sha256")
+    facts: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float
+    peak_memory_bytes: int
+    retries: int = 0
+    attempt: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    stage: str | None = None
+    attempt: int = 0
+
+
+class JobRecord(BaseModel):
+    id: str
+    kind: str
+    request: dict[str, Any]
+    status: JobStatus = JobStatus.QUEUED
+    attempt: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested: bool = False
+    stage: str | None = None
+    progress: float = 0.0
+    stages: list[StageRecord] = Field(default_factory=list)
+    error: JobError | None = None
+    result: dict[str, Any] | None = None
+    request_hash: str = ""
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def lease_expired(self, now: float) -> bool:
+        return self.lease_expires_at is None or self.lease_expires_at <= now
+
+    def claimable(self, now: float) -> bool:
+        if self.status is JobStatus.QUEUED:
+            return True
+        return self.status is JobStatus.RUNNING and self.lease_expired(now)
+
+
+def new_job_id(now: float | None = None) -> str:
+    """32 hex characters whose order is newest-first (inverted milliseconds, then randomness)."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"{_MAX_MS - ms:012x}{secrets.token_hex(10)}"
+
+
+def request_hash(kind: str, request: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([kind, request], sort_keys=True).encode()).hexdigest()
+
+
+def _encode(record: JobRecord) -> bytes:
+    return record.model_dump_json(indent=1).encode()
+
+
+class JobStore:
+    """Job records on one `Storage`. Methods are blocking (boto3); call them off the event loop."""
+
+    def __init__(self, storage: Storage, clock: Callable[[], float] = time.time) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    # Creation and reads -------------------------------------------------------------------------
+
+    def create(
+        self, kind: str, request: dict[str, Any], idempotency_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Create a queued job; with `idempotency_key`, return the existing job instead (created=False)."""
+        digest = request_hash(kind, request)
+        job_id = new_job_id(self.clock())
+        if idempotency_key is not None:
+            job_id = self._claim_idempotency_key(kind, idempotency_key, job_id)
+        now = self.clock()
+        record = JobRecord(
+            id=job_id, kind=kind, request=request, request_hash=digest, created_at=now, updated_at=now
+        )
+        try:
+            self.storage.create(job_key(job_id), _encode(record))
+        except PreconditionFailedError:
+            existing = self.get(job_id)
+            if existing.request_hash != digest:
+                raise IdempotencyConflictError(
+                    f"Idempotency-Key already used for job {job_id} with a different request"
+                ) from None
+            return existing, False
+        self.storage.put_bytes(active_job_key(job_id), job_id.encode(), "text/plain")
+        logger.info("job created", extra={"job_id": job_id, "kind": kind})
+        return record, True
+
+    def _claim_idempotency_key(self, kind: str, key: str, job_id: str) -> str:
+        """Map the key to a job id once (create-only); a crash between this and the record is harmless."""
+        marker = f"index/idempotency/{hashlib.sha256(f'{kind}:{key}'.encode()).hexdigest()}"
+        try:
+            self.storage.create(marker, job_id.encode(), "text/plain")
+            return job_id
+        except PreconditionFailedError:
+            return check_id(self.storage.get_bytes(marker).decode())
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._read(job_id)[0]
+
+    def _read(self, job_id: str) -> tuple[JobRecord, str]:
+        try:
+            stored = self.storage.get(job_key(job_id))
+        except ObjectNotFoundError:
+            raise JobNotFoundError(job_id) from None
+        return JobRecord.model_validate_json(stored.body), stored.etag
+
+    def list(
+        self, status: JobStatus | None = None, limit: int = 50, after: str | None = None, scan_limit: int = 2000
+    ) -> list[JobRecord]:
+        """Newest first; `after` is the last id of the previous page. Reads at most `scan_limit` records."""
+        found: list[JobRecord] = []
+        start = f"jobs/{check_id(after)}/~" if after else None
+        for scanned, prefix in enumerate(self.storage.list_prefixes("jobs/", start_after=start)):
+            if scanned >= scan_limit or len(found) >= limit:
+                break
+            try:
+                record = self.get(prefix.split("/")[1])
+            except JobNotFoundError:
+                continue
+            if status is None or record.status is status:
+                found.append(record)
+        return found
+
+    def active_ids(self) -> list[str]:
+        """Ids of jobs not yet finished (queued or running), from the active index."""
+        return [key.rsplit("/", 1)[1] for key in self.storage.list_keys("index/active/")]
+
+    # Compare-and-swap updates -------------------------------------------------------------------
+
+    def update(
+        self, job_id: str, mutate: Callable[[JobRecord], None], *, attempt: int | None = None
+    ) -> JobRecord:
+        """Apply `mutate` to a fresh copy and write it back with `If-Match`, retrying lost races.
+
+        With `attempt`, the write is fenced: `StaleAttemptError` if the job was claimed since.
+        """
+        for _ in range(_CAS_TRIES):
+            record, etag = self._read(job_id)
+            if attempt is not None and record.attempt != attempt:
+                raise StaleAttemptError(f"job {job_id}: attempt {attempt} superseded by {record.attempt}")
+            mutate(record)
+            record.updated_at = self.clock()
+            try:
+                self.storage.replace(job_key(job_id), _encode(record), etag)
+            except PreconditionFailedError:
+                continue
+            if record.status.finished:
+                self.storage.delete(active_job_key(job_id))
+            return record
+        raise RuntimeError(f"job {job_id}: gave up after {_CAS_TRIES} conflicting updates")
+
+    def claim(self, job_id: str, owner: str, lease_s: float) -> JobRecord | None:
+        """Take the job if it is queued or its lease expired; the returned `attempt` is the fence."""
+        claimed: list[bool] = []
+
+        def take(record: JobRecord) -> None:
+            claimed.clear()
+            now = self.clock()
+            if not record.claimable(now):
+                return
+            if record.cancel_requested:
+                _finish(record, JobStatus.CANCELLED, now)
+                return
+            record.status = JobStatus.RUNNING
+            record.attempt += 1
+            record.lease_owner = owner
+            record.lease_expires_at = now + lease_s
+            record.started_at = record.started_at or now
+            claimed.append(True)
+
+        record = self.update(job_id, take)
+        return record if claimed else None
+
+    def renew(self, job_id: str, attempt: int, lease_s: float) -> JobRecord:
+        """Extend the lease (heartbeat); `StaleAttemptError` if the job was taken over."""
+
+        def extend(record: JobRecord) -> None:
+            record.lease_expires_at = self.clock() + lease_s
+
+        return self.update(job_id, extend, attempt=attempt)
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: JobError | None = None,
+    ) -> JobRecord:
+        """Record the final status (fenced); the job leaves the active index."""
+
+        def close(record: JobRecord) -> None:
+            _finish(record, status, self.clock())
+            record.result = result
+            record.error = error
+            if status is JobStatus.SUCCEEDED:
+                record.progress = 1.0
+
+        return self.update(job_id, close, attempt=attempt)
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job at once; flag a running one (its runner stops between stages)."""
+
+        def cancel(record: JobRecord) -> None:
+            if record.status.finished:
+                raise JobFinishedError(f"job {job_id} already {record.status.value}")
+            record.cancel_requested = True
+            if record.status is JobStatus.QUEUED:
+                _finish(record, JobStatus.CANCELLED, self.clock())
+
+        return self.update(job_id, cancel)
+
+
+def _finish(record: JobRecord, status: JobStatus, now: float) -> None:
+    record.status = status
+    record.finished_at = now
+    record.lease_owner = None
+    record.lease_expires_at = None

@@ -1,0 +1,288 @@
+"""S3-compatible object storage through boto3: keys from validated ids, conditional writes, presigned URLs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class StorageError(RuntimeError):
+    """An S3 call failed for a reason other than the ones below (server fault, network)."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The key does not exist."""
+
+
+class PreconditionFailedError(StorageError):
+    """A create-only (`If-None-Match: *`) or compare-and-swap (`If-Match`) write lost the race."""
+
+
+class InvalidKeyPartError(ValueError):
+    """A key component is not a validated id or name."""
+
+
+def check_id(value: str) -> str:
+    """A job/upload id: 32 lowercase hex characters (a uuid4 hex)."""
+    if not _ID.match(value):
+        raise InvalidKeyPartError(f"invalid id {value!r}: expected 32 lowercase hex characters")
+    return value
+
+
+def check_name(value: str) -> str:
+    """A file or stage name inside a key: letters, digits, `._-`, no path separators, no leading dot."""
+    if not _NAME.match(value) or ".." in value:
+        raise InvalidKeyPartError(f"invalid name {value!r}: expected [A-Za-z0-9._-], at most 128 characters")
+    return value
+
+
+def job_key(job_id: str) -> str:
+    return f"jobs/{check_id(job_id)}/job.json"
+
+
+def active_job_key(job_id: str) -> str:
+    """Marker present while a job is not finished: runners scan this small prefix, not every job."""
+    return f"index/active/{check_id(job_id)}"
+
+
+def stage_prefix(job_id: str, index: int, stage: str) -> str:
+    if not 0 <= index < 100:
+        raise InvalidKeyPartError(f"stage index {index} outside 0..99")
+    return f"jobs/{check_id(job_id)}/stages/{index:02d}-{check_name(stage)}/"
+
+
+def output_key(job_id: str, name: str) -> str:
+    return f"outputs/{check_id(job_id)}/{check_name(name)}"
+
+
+def upload_key(upload_id: str, name: str) -> str:
+    return f"uploads/{check_id(upload_id)}/{check_name(name)}"
+
+
+def cache_key(sha256: str, name: str) -> str:
+    if not _SHA256.match(sha256):
+        raise InvalidKeyPartError(f"invalid sha256 {sha256!r}")
+    return f"cache/{sha256}/{check_name(name)}"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    etag: str
+    body: bytes
+
+
+def make_client(settings: Settings, endpoint_url: str | None = None) -> S3Client:
+    """A boto3 S3 client set up for S3-compatible servers (checksums only when required)."""
+    config = Config(
+        region_name=settings.s3_region,
+        signature_version="s3v4",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": settings.s3_addressing_style},
+        retries={"max_attempts": 5, "mode": "standard"},
+    )
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=secret,
+        config=config,
+    )
+
+
+def _error_code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _translate(e: ClientError, key: str) -> StorageError:
+    code = _error_code(e)
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return ObjectNotFoundError(f"no object at {key!r}")
+    if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+        return PreconditionFailedError(f"conditional write to {key!r} failed ({code})")
+    return StorageError(f"S3 error on {key!r}: {code} {e}")
+
+
+class Storage:
+    """One bucket on an S3-compatible server. Thread-safe (boto3 clients are)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.s3_bucket
+        self.client = make_client(settings)
+        public = settings.s3_public_endpoint_url
+        self._presign_client = make_client(settings, public) if public else self.client
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist yet."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def ping(self) -> None:
+        """Raise `StorageError` unless the bucket is reachable."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            raise _translate(e, self.bucket) from e
+
+    def put_bytes(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> str:
+        """Write `body` at `key` unconditionally; return the new ETag."""
+        return self._put(key, body, content_type)
+
+    def create(self, key: str, body: bytes, content_type: str = "application/json") -> str:
+        """Write only if `key` does not exist (`If-None-Match: *`); else `PreconditionFailedError`."""
+        return self._put(key, body, content_type, IfNoneMatch="*")
+
+    def replace(self, key: str, body: bytes, etag: str, content_type: str = "application/json") -> str:
+        """Compare-and-swap: write only if the current ETag is `etag`; else `PreconditionFailedError`."""
+        return self._put(key, body, content_type, IfMatch=etag)
+
+    def _put(self, key: str, body: bytes, content_type: str, **conditions: str) -> str:
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **conditions
+            )
+        except ClientError as e:
+            raise _translate(e, key) from e
+        return str(response["ETag"])
+
+    def get(self, key: str) -> StoredObject:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            body = response["Body"].read()
+        except ClientError as e:
+            raise _translate(e, key) from e
+        return StoredObject(key=key, etag=str(response["ETag"]), body=body)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.get(key).body
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            error = _translate(e, key)
+            if isinstance(error, ObjectNotFoundError):
+                return False
+            raise error from e
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            raise _translate(e, key) from e
+
+    def list_prefixes(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """The immediate "sub-folders" of `prefix` (each ending in `/`), in lexicographic order."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        options: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+        if start_after:
+            options["StartAfter"] = start_after
+        try:
+            for page in paginator.paginate(**options):
+                for item in page.get("CommonPrefixes", []):
+                    yield item["Prefix"]
+        except ClientError as e:
+            raise _translate(e, prefix) from e
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every key under `prefix`, in lexicographic order, page by page."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except ClientError as e:
+            raise _translate(e, prefix) from e
+
+    def upload_stream(
+        self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
+    ) -> int:
+        """Stream `chunks` into `key` with a multipart upload, holding at most one part in memory.
+
+        Returns the number of bytes written. The upload is aborted if anything fails.
+        """
+        part_size = self.settings.multipart_chunk_bytes
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
+        upload_id = upload["UploadId"]
+        try:
+            parts, total = self._upload_parts(key, upload_id, chunks, part_size)
+            if not parts:  # S3 wants at least one part, even an empty one.
+                parts.append(self._upload_part(key, upload_id, 1, b""))
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return total
+
+    def _upload_parts(
+        self, key: str, upload_id: str, chunks: Iterable[bytes], part_size: int
+    ) -> tuple[list[Any], int]:
+        parts: list[Any] = []
+        buffer = bytearray()
+        total = 0
+        for chunk in chunks:
+            buffer.extend(chunk)
+            total += len(chunk)
+            while len(buffer) >= part_size:
+                parts.append(self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer[:part_size])))
+                del buffer[:part_size]
+        if buffer:
+            parts.append(self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
+        return parts, total
+
+    def _upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        response = self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"ETag": response["ETag"], "PartNumber": number}
+
+    def upload_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        """Upload a local file (boto3 switches to multipart for large files)."""
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def download_file(self, key: str, path: Path) -> None:
+        try:
+            self.client.download_file(self.bucket, key, str(path))
+        except ClientError as e:
+            raise _translate(e, key) from e
+
+    def open_stream(self, key: str) -> IO[bytes]:
+        """A file-like streaming body for `key` (read it in chunks; close it when done)."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            raise _translate(e, key) from e
+        return response["Body"]  # type: ignore[return-value]
+
+    def presigned_url(self, key: str, expires_s: int | None = None, filename: str | None = None) -> str:
+        """A presigned GET URL for `key`, valid `expires_s` (default: settings.presign_expiry_s)."""
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{check_name(filename)}"'
+        return self._presign_client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_s or self.settings.presign_expiry_s
+        )

