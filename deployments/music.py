@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.gpu import cap_gpu_memory, check_device
+from deployments.gpu import assigned_gpu_share, cap_gpu_memory, check_device
 from infra.model_store import resolve_model_uri
 from infra.settings import load_settings
 from models.common import GeneratedAudio, resolve_device
@@ -76,6 +76,7 @@ class MusicGenDeployment:
             "sample_rate": self.model.sample_rate,
             "channels": self.model.channels,
             "device": self.device,
+            "gpu_share": assigned_gpu_share(),
         }
 
     async def generate(

@@ -177,7 +177,8 @@ class JobRunner:
 
 
 def _replica_name() -> str:
+    """The replica's full id, which is also its Ray actor name in the `serve` namespace."""
     try:
-        return str(serve.get_replica_context().replica_id.unique_id)
+        return str(serve.get_replica_context().replica_id.to_full_id_str())
     except Exception:  # outside a replica (unit tests build the class directly)
         return "local"

@@ -71,8 +71,9 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
-        problems = [
-            f"SOUNDSTAGE_{'_'.join(str(p) for p in err['loc']).upper() or '(settings)'}: {err['msg']}"
-            for err in e.errors()
-        ]
+        problems = [_describe(err["loc"], err["msg"]) for err in e.errors()]
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from e
+
+
+def _describe(loc: tuple[int | str, ...], message: str) -> str:
+    return f"SOUNDSTAGE_{'_'.join(str(p) for p in loc).upper()}: {message}" if loc else message

@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.settings import Settings
 
@@ -144,6 +144,8 @@ class Storage:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as e:
             raise _translate(e, self.bucket) from e
+        except BotoCoreError as e:
+            raise StorageError(f"S3 endpoint unreachable: {e}") from e
 
     def put_bytes(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> str:
         """Write `body` at `key` unconditionally; return the new ETag."""

@@ -1,0 +1,77 @@
+"""Shared fixtures: the embedded S3 server over real HTTP, and one real local Ray cluster with the app.
+
+The Ray cluster is started with one *logical* GPU (`num_gpus=1`), so the MusicGen deployment's
+0.25 GPU share from serve_config.yaml is really placed by Ray, on a machine that has no GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Ray reads RAY_AUTH_MODE at import time: set it before anything imports ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+from collections.abc import Iterator
+
+import pytest
+
+from infra.embedded_s3 import EmbeddedS3, free_port
+from infra.settings import Settings, load_settings
+from infra.storage import Storage
+
+# Short leases so that a killed runner's job is re-claimed within seconds.
+TEST_ENV = {
+    "SOUNDSTAGE_JOB_LEASE_S": "3",
+    "SOUNDSTAGE_JOB_RECLAIM_INTERVAL_S": "1",
+    "SOUNDSTAGE_MAX_GENERATION_S": "60",
+}
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[EmbeddedS3]:
+    """moto's S3 server in a child process on 127.0.0.1, bucket created."""
+    server = EmbeddedS3(Settings()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(s3: EmbeddedS3) -> Settings:
+    return s3.settings
+
+
+@pytest.fixture(scope="session")
+def storage(settings: Settings) -> Storage:
+    return Storage(settings)
+
+
+@pytest.fixture(scope="session")
+def stack(s3: EmbeddedS3) -> Iterator[object]:
+    """Ray (2 CPUs, 1 logical GPU) + the soundstage app from serve_config.yaml's local profile."""
+    from infra.local_stack import LocalStack, LocalStackOptions
+
+    saved = dict(os.environ)
+    os.environ.update({**s3.env, **TEST_ENV})
+    options = LocalStackOptions(port=free_port(), logical_gpus=1, num_cpus=2)
+    local = LocalStack(options)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def base_url(stack: object) -> str:
+    return str(stack.base_url)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings from an environment with no SOUNDSTAGE_* variables."""
+    for key in list(os.environ):
+        if key.startswith("SOUNDSTAGE_"):
+            monkeypatch.delenv(key)
+    return load_settings()
