@@ -22,6 +22,6 @@ class AppArgs(BaseModel):
 def build_app(args: dict[str, object]) -> Application:
     """Ingress → JobRunner → model deployments; the ingress also holds the model handles (for /v1/models)."""
     config = AppArgs.model_validate(args)
-    music = MusicGenDeployment.bind(config.music_model_uri, config.music_device)
-    runner = JobRunner.bind(music=music)
-    return Ingress.bind(runner=runner, music=music)
+    music = MusicGenDeployment.bind(config.music_model_uri, config.music_device)  # type: ignore[attr-defined]
+    runner = JobRunner.bind(music=music)  # type: ignore[attr-defined]
+    return Ingress.bind(runner=runner, music=music)  # type: ignore[attr-defined]

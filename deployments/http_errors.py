@@ -1,4 +1,4 @@
-"""HTTP edge rules for the ingress: JSON error bodies `{error: {code, message}}`, body-size limit, API keys."""
+"""HTTP edge rules for the ingress: JSON error bodies `{error: {code, message}}`, body-size limit."""
 
 from __future__ import annotations
 
@@ -53,7 +53,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         errors = list(e.errors())
-        code = "malformed_json" if any(err.get("type") == "json_invalid" for err in errors) else "invalid_request"
+        code = (
+            "malformed_json"
+            if any(err.get("type") == "json_invalid" for err in errors)
+            else "invalid_request"
+        )
         details = json.loads(json.dumps(errors, default=str))
         return error_response(422, code, _validation_message(errors), details=details)
 
@@ -87,20 +91,41 @@ class BodySizeLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._reject(scope, receive, send)
             return
-        received = 0
+        body = await self._read_body(receive)
+        if body is None:
+            await self._reject(scope, receive, send)
+            return
+        replayed = False
 
-        async def counting_receive() -> Message:
-            nonlocal received
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it grows past the limit (chunked uploads included)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise ApiError(413, "body_too_large", f"request body exceeds {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, counting_receive, send)
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
-            413, "body_too_large", f"request body exceeds {self.max_bytes} bytes (or has a bad Content-Length)"
+            413,
+            "body_too_large",
+            f"request body exceeds {self.max_bytes} bytes (or has a bad Content-Length)",
         )
         await response(scope, receive, send)

@@ -7,7 +7,6 @@ Nothing here runs a model or a pipeline; it only talks to S3 (job records, presi
 the other deployments through their handles.
 """
 
-
 import asyncio
 import functools
 import logging
@@ -45,7 +44,7 @@ app = FastAPI(
     version="0.1.0",
     description="AI audio models on Ray Serve: durable generation jobs, results in S3 via presigned URLs.",
 )
-app.add_middleware(BodySizeLimit, max_bytes=lambda: _settings().max_request_bytes)  # type: ignore[arg-type]
+app.add_middleware(BodySizeLimit, max_bytes=lambda: _settings().max_request_bytes)
 install_error_handlers(app)
 
 
@@ -110,7 +109,9 @@ class Ingress:
                 f"duration_s {body.duration_s:g} exceeds the limit of {self.settings.max_generation_s:g} s",
             )
         if len(body.prompt) > self.settings.max_prompt_chars:
-            raise ApiError(422, "prompt_too_long", f"prompt exceeds {self.settings.max_prompt_chars} characters")
+            raise ApiError(
+                422, "prompt_too_long", f"prompt exceeds {self.settings.max_prompt_chars} characters"
+            )
         return await self._submit(MUSIC_JOB, body.with_seed().model_dump(), idempotency_key, request)
 
     async def _submit(
@@ -163,7 +164,7 @@ class Ingress:
         after: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$")] = None,
     ) -> JobList:
         """Newest first. Page with `after=<last id>`."""
-        records = await asyncio.to_thread(self.jobs.list, status, limit, after)
+        records = await asyncio.to_thread(self.jobs.list_records, status, limit, after)
         views = [job_view(r, self.storage, str(request.base_url)) for r in records]
         return JobList(jobs=views, next_after=views[-1].id if len(views) == limit else None)
 

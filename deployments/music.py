@@ -58,7 +58,10 @@ class MusicGenDeployment:
         self.vram_share = cap_gpu_memory(self.device)
         resolved = resolve_model_uri(model_uri, settings)
         self.model = MusicGen.from_pretrained(
-            resolved.source, device=self.device, cache_dir=settings.model_cache_dir, revision=resolved.revision
+            resolved.source,
+            device=self.device,
+            cache_dir=settings.model_cache_dir,
+            revision=resolved.revision,
         )
         logger.info("MusicGen loaded", extra={"model": self.model.info.as_dict(), "device": self.device})
 

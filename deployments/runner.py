@@ -160,7 +160,9 @@ class JobRunner:
             raise
         except Exception as e:
             logger.exception("job failed on a runner fault", extra={"job_id": job.id})
-            error = JobError(code="internal_error", message=repr(e), stage=runner.job.stage, attempt=job.attempt)
+            error = JobError(
+                code="internal_error", message=repr(e), stage=runner.job.stage, attempt=job.attempt
+            )
             await self._finish(job, JobStatus.FAILED, error=error)
         else:
             await self._finish(job, JobStatus.SUCCEEDED, result=job_result(ctx))

@@ -30,6 +30,7 @@ _SOUNDFILE_FORMATS: dict[AudioFormat, tuple[str, str | None]] = {
     "ogg": ("OGG", "VORBIS"),
 }
 _DECODABLE_CONTAINERS = {"WAV", "WAVEX", "FLAC", "OGG", "MP3", "AIFF"}
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command id (sndfile.h)
 # The loudness gate of BS.1770 needs at least one 400 ms block.
 _MIN_LOUDNESS_SECONDS = 0.4
 
@@ -115,7 +116,8 @@ def decode(data: bytes, *, max_duration_s: float | None = None, max_bytes: int |
                 )
             if max_duration_s is not None and f.frames > max_duration_s * f.samplerate:
                 raise AudioTooLongError(
-                    f"audio lasts {f.frames / f.samplerate:.2f} s, more than the limit of {max_duration_s:g} s"
+                    f"audio lasts {f.frames / f.samplerate:.2f} s, "
+                    f"more than the limit of {max_duration_s:g} s"
                 )
             frames = f.read(dtype="float32", always_2d=True)
             sample_rate = int(f.samplerate)
@@ -135,7 +137,11 @@ def encode(audio: Audio, fmt: AudioFormat = "wav") -> bytes:
     buffer = io.BytesIO()
     # Lossy and integer encoders would wrap or distort out-of-range samples: clamp to full scale.
     samples = audio.samples if fmt == "wav" else np.clip(audio.samples, -1.0, 1.0)
-    sf.write(buffer, samples.T, audio.sample_rate, format=container, subtype=subtype)
+    with sf.SoundFile(buffer, "w", audio.sample_rate, audio.channels, subtype, format=container) as f:
+        # libsndfile stamps float WAVs with a PEAK chunk holding the wall-clock time; without it the
+        # same audio always encodes to the same bytes (stage checkpoints compare SHA-256 digests).
+        sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+        f.write(samples.T)
     return buffer.getvalue()
 
 

@@ -180,8 +180,12 @@ class JobStore:
             raise JobNotFoundError(job_id) from None
         return JobRecord.model_validate_json(stored.body), stored.etag
 
-    def list(
-        self, status: JobStatus | None = None, limit: int = 50, after: str | None = None, scan_limit: int = 2000
+    def list_records(
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        scan_limit: int = 2000,
     ) -> list[JobRecord]:
         """Newest first; `after` is the last id of the previous page. Reads at most `scan_limit` records."""
         found: list[JobRecord] = []

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 class LocalStackOptions:
     port: int = 8000
     config_path: Path | None = None
-    num_cpus: float | None = None
+    num_cpus: int | None = None
     logical_gpus: int = 0
     local_cpus: float = 0.2
     max_replicas: int = 2

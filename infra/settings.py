@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     s3_public_endpoint_url: str | None = Field(
         default=None, description="Endpoint used in presigned URLs, when clients reach S3 by another address."
     )
-    s3_bucket: str = Field(default="soundstage", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+$")
+    s3_bucket: str = Field(
+        default="soundstage", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+$"
+    )
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None

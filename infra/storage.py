@@ -159,7 +159,7 @@ class Storage:
         """Compare-and-swap: write only if the current ETag is `etag`; else `PreconditionFailedError`."""
         return self._put(key, body, content_type, IfMatch=etag)
 
-    def _put(self, key: str, body: bytes, content_type: str, **conditions: str) -> str:
+    def _put(self, key: str, body: bytes, content_type: str, **conditions: Any) -> str:
         try:
             response = self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **conditions

@@ -12,7 +12,9 @@ from infra import audio as A
 from infra.audio import Audio
 
 
-def sine(freq: float = 440.0, seconds: float = 1.0, rate: int = 16000, channels: int = 1, amp: float = 0.5) -> Audio:
+def sine(
+    freq: float = 440.0, seconds: float = 1.0, rate: int = 16000, channels: int = 1, amp: float = 0.5
+) -> Audio:
     t = np.arange(int(seconds * rate)) / rate
     wave = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     return Audio(np.tile(wave, (channels, 1)), rate)
@@ -98,3 +100,12 @@ def test_loudness_of_silence_and_short_clips() -> None:
     assert A.loudness_lufs(silence) == float("-inf")
     assert A.normalize_loudness(silence) is silence
     assert A.loudness_lufs(sine(seconds=0.1)) == float("-inf")
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_lossless_encoding_is_byte_identical(fmt: A.AudioFormat) -> None:
+    import time
+
+    first = A.encode(sine(), fmt)
+    time.sleep(1.1)  # a wall-clock stamp in the header (libsndfile's PEAK chunk) would differ now
+    assert A.encode(sine(), fmt) == first

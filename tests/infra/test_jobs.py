@@ -114,13 +114,13 @@ def test_failed_job_keeps_its_error(jobs: JobStore) -> None:
 
 
 def test_list_is_newest_first_and_filters(jobs: JobStore, clock: Clock) -> None:
-    ids = []
+    ids: list[str] = []
     for _ in range(3):
         clock.now += 1
         ids.append(jobs.create("music", {"n": len(ids)})[0].id)
     cancelled = jobs.request_cancel(ids[1])
-    listed = [r.id for r in jobs.list(limit=3)]
+    listed = [r.id for r in jobs.list_records(limit=3)]
     assert listed == ids[::-1]
-    assert [r.id for r in jobs.list(limit=2, after=ids[2])] == [ids[1], ids[0]]
-    assert cancelled.id in [r.id for r in jobs.list(status=JobStatus.CANCELLED)]
-    assert ids[1] not in [r.id for r in jobs.list(status=JobStatus.QUEUED, limit=200)]
+    assert [r.id for r in jobs.list_records(limit=2, after=ids[2])] == [ids[1], ids[0]]
+    assert cancelled.id in [r.id for r in jobs.list_records(status=JobStatus.CANCELLED)]
+    assert ids[1] not in [r.id for r in jobs.list_records(status=JobStatus.QUEUED, limit=200)]

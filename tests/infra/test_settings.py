@@ -41,7 +41,9 @@ def test_invalid_values_name_the_variable(
         load_settings()
 
 
-def test_reclaim_interval_must_fit_the_lease(fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reclaim_interval_must_fit_the_lease(
+    fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SOUNDSTAGE_JOB_LEASE_S", "2")
     monkeypatch.setenv("SOUNDSTAGE_JOB_RECLAIM_INTERVAL_S", "5")
     with pytest.raises(SettingsError, match="SOUNDSTAGE_JOB_RECLAIM_INTERVAL_S"):

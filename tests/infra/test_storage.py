@@ -96,6 +96,5 @@ def test_unreachable_server_is_a_storage_error(settings: object) -> None:
     from infra.embedded_s3 import free_port
 
     dead = Storage(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}))  # type: ignore[attr-defined]
-    dead.client.meta.config.retries = {"max_attempts": 1}
     with pytest.raises(S.StorageError, match="unreachable"):
         dead.ping()
