@@ -1,4 +1,4 @@
-"""Pitch: F0 contours with SwiftF0 (ONNX, weights shipped in the `swift-f0` package) and pitch shifting by DSP.
+"""Pitch: F0 contours with SwiftF0 (ONNX, weights shipped in the `swift-f0` package) and DSP pitch shifts.
 
 `PitchDetector.detect` turns `Audio` into a `PitchContour` (one frame every 16 ms). `shift_pitch` is a
 model-free pitch shift that keeps the duration (phase vocoder + resampling) and, optionally, the spectral
@@ -11,7 +11,8 @@ import csv
 import hashlib
 import io
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,17 @@ _DEVICES = ("cpu", "auto")
 _ONNX_IO = ({"audio", "fmin", "fmax"}, {"pitch", "confidence"})
 # STFT frame of about 46 ms (2048 samples at 44.1/48 kHz): resolves harmonics of voices down to ~60 Hz.
 _STFT_FRAME_S = 0.046
-# Cepstral lifter: keeps envelope detail above ~1.5 ms quefrency out, so harmonics of F0 up to ~600 Hz
-# are smoothed over while formants (a few hundred Hz wide) are kept.
-_ENVELOPE_QUEFRENCY_S = 0.0015
+# Envelope lifter: half the F0 period found by cepstral peak picking within 1-16 ms (60-1000 Hz), kept
+# within 0.75-2 ms: detailed enough for formants, smooth enough to pass over the harmonics.
+_PERIOD_RANGE_S = (0.001, 0.016)
+_LIFTER_RANGE_S = (0.00075, 0.002)
+_LOUD_FRAME_RANGE = math.log(10.0**2)  # nepers, = 40 dB below the loudest frame's mean log level
 _ENVELOPE_FLOOR = 1e-4  # relative to the spectrogram's peak: -80 dB
-_TRUE_ENVELOPE_ITERATIONS = 40
+_TRUE_ENVELOPE_ITERATIONS = 12
 _TRUE_ENVELOPE_TOLERANCE = 0.23  # nepers, = 2 dB: how far a harmonic peak may stick out of the envelope
-_MAX_ENVELOPE_GAIN = 10.0 ** (24.0 / 20.0)  # never lift a band by more than 24 dB
+# The envelope gain stays within +-24 dB: the 'envelope' of a pure tone is the tone itself, and an
+# unbounded correction would cancel it and leave only the phase vocoder's residue.
+_MAX_ENVELOPE_GAIN = 10.0 ** (24.0 / 20.0)
 
 FloatArray = npt.NDArray[np.float64]
 ComplexArray = npt.NDArray[np.complex128]
@@ -68,12 +73,13 @@ class PitchContour:
     confidence: FloatArray
     voiced: BoolArray
     hop_s: float
-    model: ModelInfo | None = field(default=None)
+    model: ModelInfo | None = None
 
     def __post_init__(self) -> None:
         arrays = (self.times_s, self.f0_hz, self.confidence, self.voiced)
         if any(a.ndim != 1 for a in arrays) or len({len(a) for a in arrays}) != 1:
-            raise ValueError(f"PitchContour arrays must be 1-D of one length, got {[a.shape for a in arrays]}")
+            shapes = [a.shape for a in arrays]
+            raise ValueError(f"PitchContour arrays must be 1-D of one length, got shapes {shapes}")
         if not self.hop_s > 0:
             raise ValueError(f"hop_s must be positive, got {self.hop_s}")
 
@@ -139,10 +145,14 @@ class PitchDetector:
         """
         if device not in _DEVICES:
             raise ValueError(f"device {device!r} is not supported by swift-f0; choose one of {_DEVICES}")
-        detector = swift_f0.SwiftF0(threads=threads, spin=False)  # no busy-waiting on shared replicas
-        if uri == PKG_URI:
+        model_path = None if uri == PKG_URI else _local_model_file(uri)
+        try:
+            detector = swift_f0.SwiftF0(threads=threads, spin=False)  # no busy-waiting on shared replicas
+        except Exception as e:  # onnxruntime raises its own non-exported exception types
+            raise ModelLoadingError(f"the swift-f0 package's own {MODEL_FILE} does not load: {e}") from e
+        if model_path is None:
             return cls(detector, ModelInfo(MODEL_ID, swift_f0.__version__, "pretrained"))
-        model_path = _local_model_file(uri)
+        # SwiftF0 always opens its packaged file; `detect` only uses its `session`, so swap that in.
         detector.session = _open_session(model_path, threads)
         return cls(detector, ModelInfo(MODEL_ID, f"sha256:{_sha256(model_path)[:12]}", "pretrained"))
 
@@ -204,7 +214,8 @@ def _local_model_file(uri: str) -> Path:
     if not candidate.is_file():
         raise ModelLoadingError(
             f"cannot load swift-f0 weights from {uri!r}: tried the packaged model ({PKG_URI}, only for that "
-            f"exact URI) and the local file {candidate} (not found)"
+            f"exact URI) and the local file {candidate} (not found). There is no 'debug' variant: the real "
+            "weights ship with the package."
         )
     return candidate
 
@@ -231,39 +242,37 @@ def _sha256(path: Path) -> str:
 def shift_pitch(audio: Audio, semitones: float, *, preserve_formants: bool = True) -> Audio:
     """Shift the pitch of `audio` `[C, T]` by `semitones` (in [-24, 24]) keeping its duration.
 
-    A phase vocoder with identity phase locking stretches each channel by the pitch ratio, then soxr
-    resamples it back to the original length. With `preserve_formants` the spectral envelope of every STFT
-    frame (cepstrally smoothed log spectrum) is set back to the input's, so a voice keeps its timbre
-    instead of sounding chipmunk-like or dark. Returns the same shape `[C, T]`, rate and dtype (float32);
-    nothing is clipped. Channels are processed independently.
+    A phase vocoder with identity phase locking stretches each channel by the pitch ratio r, then soxr
+    resamples it back to the original length, which moves every frequency f to r * f. With
+    `preserve_formants` each STFT frame is first re-weighted by E(r * f) / E(f), E being the frame's
+    'true envelope' (iterated cepstral smoothing), so the shifted harmonics land under the input's
+    envelope and a voice keeps its vowels and timbre. Returns `[C, T]` float32 at the same rate; nothing
+    is clipped. Channels are shifted independently.
     """
     if not (math.isfinite(semitones) and abs(semitones) <= MAX_SEMITONES):
         raise ValueError(f"semitones must be within [-{MAX_SEMITONES:g}, {MAX_SEMITONES:g}], got {semitones}")
     validate(audio)
     if semitones == 0:
         return Audio(audio.samples.copy(), audio.sample_rate)
-    channels = [_shift_channel(x, audio.sample_rate, semitones, preserve_formants) for x in audio.samples]
+    samples = audio.samples.astype(np.float64)
+    channels = [_shift_channel(x, audio.sample_rate, semitones, preserve_formants) for x in samples]
     return Audio(np.stack(channels).astype(np.float32), audio.sample_rate)
 
 
-def _shift_channel(x: npt.NDArray[np.float32], sample_rate: int, semitones: float, formants: bool) -> FloatArray:
+def _shift_channel(x: FloatArray, sample_rate: int, semitones: float, formants: bool) -> FloatArray:
     """One channel `[T]` shifted; `[T]` out."""
-    n_fft = _fft_size(sample_rate)
+    n_fft = int(2 ** round(math.log2(_STFT_FRAME_S * sample_rate)))
     hop = n_fft // 4
-    # Resampling from `stretched_rate` to `sample_rate` multiplies every frequency by stretched_rate /
-    # sample_rate; rounding the rate to an integer errs by at most 0.5 / sample_rate (< 0.1 cent).
+    # Playing `stretched_rate` samples per second at `sample_rate` multiplies every frequency by their
+    # ratio; rounding the rate to an integer errs by at most 0.5 / sample_rate (< 0.1 cent).
     stretched_rate = round(sample_rate * 2.0 ** (semitones / 12.0))
-    stretch = stretched_rate / sample_rate
-    spec = _stft(x.astype(np.float64), n_fft, hop)
+    ratio = stretched_rate / sample_rate
+    spec = _stft(x, n_fft, hop)
     if formants:
-        spec = spec * _formant_gain(spec, stretch, sample_rate)
-    stretched = _istft(_stretch_spectrogram(spec, stretch), n_fft, hop, round(len(x) * stretch))
+        spec = spec * _formant_gain(spec, ratio, sample_rate)
+    stretched = _overlap_add(_stretched_frames(spec, ratio), n_fft, hop, round(len(x) * ratio))
     back = resample(Audio(stretched[None, :].astype(np.float32), stretched_rate), sample_rate).samples[0]
     return _fit_length(back.astype(np.float64), len(x))
-
-
-def _fft_size(sample_rate: int) -> int:
-    return int(2 ** round(math.log2(_STFT_FRAME_S * sample_rate)))
 
 
 def _fit_length(x: FloatArray, length: int) -> FloatArray:
@@ -277,38 +286,34 @@ def _stft(x: FloatArray, n_fft: int, hop: int) -> ComplexArray:
     return np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1], axis=1).T
 
 
-def _istft(spec: ComplexArray, n_fft: int, hop: int, length: int) -> FloatArray:
-    """Weighted overlap-add inverse of `_stft`: `[F, frames]` -> `[length]`."""
+def _overlap_add(spectra: Iterator[ComplexArray], n_fft: int, hop: int, length: int) -> FloatArray:
+    """Inverse of `_stft` (weighted overlap-add) for a stream of frames `[F]`: `[length]` samples out."""
     window = np.hanning(n_fft + 1)[:-1]
-    frames = np.fft.irfft(spec.T, n=n_fft, axis=1) * window
-    total = n_fft + hop * (frames.shape[0] - 1)
-    out, norm = np.zeros(total), np.zeros(total)
-    for i, frame in enumerate(frames):
-        out[i * hop : i * hop + n_fft] += frame
-        norm[i * hop : i * hop + n_fft] += window**2
-    out = out / np.maximum(norm, 1e-8)
-    return _fit_length(out[n_fft // 2 :], length)
+    out, norm = np.zeros(length + 2 * n_fft), np.zeros(length + 2 * n_fft)
+    for start in range(0, length + n_fft, hop):  # later frames only touch samples past `length`
+        frame = next(spectra, None)
+        if frame is None:
+            break
+        out[start : start + n_fft] += np.fft.irfft(frame, n=n_fft) * window
+        norm[start : start + n_fft] += window**2
+    return (out / np.maximum(norm, 1e-8))[n_fft // 2 : n_fft // 2 + length]
 
 
-def _stretch_spectrogram(spec: ComplexArray, stretch: float) -> ComplexArray:
-    """Phase-vocoder time stretch of `[F, N]` by `stretch` (>1 longer) with identity phase locking
-    (Laroche & Dolson 1999): each bin keeps its analysis phase offset to the nearest spectral peak, which
-    avoids the 'phasy' sound of a plain phase vocoder. Returns `[F, ~N * stretch]`."""
+def _stretched_frames(spec: ComplexArray, stretch: float) -> Iterator[ComplexArray]:
+    """Phase-vocoder time stretch of `spec` `[F, N]` by `stretch` (>1 longer), frame `[F]` by frame, with
+    identity phase locking (Laroche & Dolson 1999): each bin keeps its analysis phase offset to the
+    nearest spectral peak, which avoids the 'phasy' sound of a plain phase vocoder."""
     n_bins, n_frames = spec.shape
-    expected = np.pi * np.arange(n_bins) / 2.0  # phase advance per hop of a bin-centred sine (hop = n_fft/4)
+    expected = np.pi * np.arange(n_bins) / 2.0  # phase advance per hop of a bin-centred sine, hop = n_fft/4
     spec = np.pad(spec, ((0, 0), (0, 1)))
     magnitude, phase = np.abs(spec), np.angle(spec)
-    steps = np.arange(0.0, n_frames, 1.0 / stretch)
-    out = np.empty((n_bins, len(steps)), dtype=np.complex128)
     accumulated = phase[:, 0].copy()
-    for j, step in enumerate(steps):
+    for step in np.arange(0.0, n_frames, 1.0 / stretch):
         i, frac = int(step), step - int(step)
-        mag = (1.0 - frac) * magnitude[:, i] + frac * magnitude[:, i + 1]
         locked = _lock_to_peaks(accumulated, phase[:, i], magnitude[:, i])
-        out[:, j] = mag * np.exp(1j * locked)
+        yield ((1.0 - frac) * magnitude[:, i] + frac * magnitude[:, i + 1]) * np.exp(1j * locked)
         deviation = phase[:, i + 1] - phase[:, i] - expected
         accumulated = locked + expected + (deviation - 2.0 * np.pi * np.round(deviation / (2.0 * np.pi)))
-    return out
 
 
 def _lock_to_peaks(synth_phase: FloatArray, analysis_phase: FloatArray, magnitude: FloatArray) -> FloatArray:
@@ -322,33 +327,49 @@ def _lock_to_peaks(synth_phase: FloatArray, analysis_phase: FloatArray, magnitud
 
 
 def _formant_gain(spec: ComplexArray, ratio: float, rate: int) -> FloatArray:
-    """Per-bin gain `[F, N]` for the input `spec` `[F, N]` such that, once every frequency f has moved to
-    `ratio * f`, each frame's spectral envelope E is the input's: gain(f) = E(ratio * f) / E(f)."""
+    """Per-bin gain `[F, N]` for `spec` `[F, N]` such that, once every frequency f has moved to
+    `ratio * f`, each frame keeps its spectral envelope E: gain(f) = E(ratio * f) / E(f), within +-24 dB."""
     floor = _ENVELOPE_FLOOR * max(float(np.abs(spec).max()), 1e-12)
-    log_env = _log_envelope(spec, max(1, int(_ENVELOPE_QUEFRENCY_S * rate)), floor)
+    log_env = _log_envelope(np.log(np.maximum(np.abs(spec), floor)), rate)
     target = np.minimum(np.arange(spec.shape[0]) * ratio, spec.shape[0] - 1.0)
     low = np.minimum(target.astype(int), spec.shape[0] - 2)
     frac = (target - low)[:, None]
     moved = (1.0 - frac) * log_env[low] + frac * log_env[low + 1]
-    return np.minimum(np.exp(moved - log_env), _MAX_ENVELOPE_GAIN)
+    return np.clip(np.exp(moved - log_env), 1.0 / _MAX_ENVELOPE_GAIN, _MAX_ENVELOPE_GAIN)
 
 
-def _log_envelope(spec: ComplexArray, lifter: int, floor: float) -> FloatArray:
-    """'True envelope' (Roebel & Rodet 2005) of `spec` `[F, N]`: the cepstrally smoothed log magnitude
-    (quefrencies < `lifter`), raised iteratively until it rides on the harmonic peaks instead of averaging
+def _log_envelope(log_magnitude: FloatArray, rate: int) -> FloatArray:
+    """'True envelope' (Roebel & Rodet 2005) of each frame of `log_magnitude` `[F, N]`: the cepstrally
+    smoothed log magnitude, raised iteratively until it rides on the harmonic peaks instead of averaging
     them with the valleys between. Returns the log-magnitude envelope `[F, N]`."""
-    log_magnitude = np.log(np.maximum(np.abs(spec), floor))
-    envelope = _cepstral_smooth(log_magnitude, lifter)
+    frames = np.ascontiguousarray(log_magnitude.T)  # FFTs along the last, contiguous axis are faster
+    lifter = _lifter_length(frames, rate)
+    envelope = _cepstral_smooth(frames, lifter)
     for _ in range(_TRUE_ENVELOPE_ITERATIONS):
-        if (log_magnitude - envelope).max() < _TRUE_ENVELOPE_TOLERANCE:
+        if (frames - envelope).max() < _TRUE_ENVELOPE_TOLERANCE:
             break
-        envelope = _cepstral_smooth(np.maximum(log_magnitude, envelope), lifter)
-    return envelope
+        envelope = _cepstral_smooth(np.maximum(frames, envelope), lifter)
+    return envelope.T
 
 
-def _cepstral_smooth(log_magnitude: FloatArray, lifter: int) -> FloatArray:
-    """Keep the quefrencies below `lifter` samples of each frame (column) of `log_magnitude` `[F, N]`."""
-    n_fft = 2 * (log_magnitude.shape[0] - 1)
-    cepstrum = np.fft.irfft(log_magnitude, n=n_fft, axis=0)
-    cepstrum[lifter : n_fft - lifter + 1] = 0.0
-    return np.fft.rfft(cepstrum, axis=0).real
+def _lifter_length(frames: FloatArray, rate: int) -> int:
+    """Cepstral lifter (samples) for `frames` `[N, F]` of log magnitude: half the typical F0 period
+    (Roebel's order sr / (2 F0)), so the harmonics of high voices stay out of the envelope while low
+    voices keep a detailed one. The period is the median cepstral peak of the louder frames: one value
+    for the whole signal, as a lifter that changes from frame to frame would modulate the output."""
+    n_fft = 2 * (frames.shape[1] - 1)
+    cepstrum = np.fft.irfft(frames, n=n_fft, axis=1)
+    shortest, longest = (min(int(p * rate), n_fft // 2) for p in _PERIOD_RANGE_S)
+    periods = shortest + np.argmax(cepstrum[:, shortest:longest], axis=1)
+    level = frames.mean(axis=1)
+    loud = level >= level.max() - _LOUD_FRAME_RANGE
+    low, high = (max(1, int(q * rate)) for q in _LIFTER_RANGE_S)
+    return int(np.clip(np.median(periods[loud]) // 2, low, high))
+
+
+def _cepstral_smooth(frames: FloatArray, lifter: int) -> FloatArray:
+    """`frames` `[N, F]` of log magnitude without their quefrencies from `lifter` samples up."""
+    n_fft = 2 * (frames.shape[1] - 1)
+    cepstrum = np.fft.irfft(frames, n=n_fft, axis=1)
+    cepstrum[:, lifter : n_fft - lifter + 1] = 0.0
+    return np.fft.rfft(cepstrum, axis=1).real
