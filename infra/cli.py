@@ -21,7 +21,7 @@ DEFAULT_URL = os.environ.get("SOUNDSTAGE_URL", "http://127.0.0.1:8000")
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--first-job", action="store_true", help="run a first music job once it is up")
     serve.add_argument("--exit", action="store_true", help="stop everything after --first-job")
     serve.add_argument("--output-dir", type=Path, default=Path("soundstage-output"))
+    serve.add_argument("--verbose", action="store_true", help="stream replica logs to this terminal")
     serve.set_defaults(func=cmd_serve)
 
     submit = sub.add_parser("submit", help="submit a job")
@@ -82,12 +83,13 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from infra.local_stack import LocalStack, LocalStackOptions
 
-    stack = LocalStack(LocalStackOptions(port=args.port, config_path=args.config))
+    options = LocalStackOptions(port=args.port, config_path=args.config, log_to_driver=args.verbose)
+    stack = LocalStack(options)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
         stack.start()
-        _print_urls(stack)
+        _print_urls(stack, args.verbose)
         if args.first_job:
             client = SoundstageClient(stack.base_url, api_key=_first_key())
             job = client.submit("music", {"prompt": "warm lo-fi piano loop", "duration_s": 4.0, "seed": 1})
@@ -109,12 +111,14 @@ def _first_key() -> str | None:
     return keys[0] if keys else None
 
 
-def _print_urls(stack: Any) -> None:
+def _print_urls(stack: Any, verbose: bool) -> None:
     print(f"soundstage is up:  {stack.base_url}")
     print(f"  API docs:        {stack.base_url}/docs")
     print(f"  health:          {stack.base_url}/healthz")
     if stack.s3 is not None:
         print(f"  embedded S3:     {stack.s3.endpoint_url} (bucket {stack.settings.s3_bucket}, in memory)")
+    if not verbose:
+        print("  replica logs:    /tmp/ray/session_latest/logs/serve/ (or run with --verbose)")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -150,7 +154,9 @@ def _follow(client: SoundstageClient, job_id: str, output_dir: Path) -> dict[str
             size = download(item["url"], path)
             print(f"{name}: {path} ({size} bytes) <- {item['url'].split('?')[0]}")
     metadata = job["result"].get("metadata", {})
-    print(f"model {metadata.get('model')}, weights {metadata.get('weights')}, seed {metadata.get('seed')}")
+    model = metadata.get("model") or {}
+    note = " (random-init debug model: noise, not music)" if metadata.get("weights") == "debug-random" else ""
+    print(f"model {model.get('model_id')} · weights {metadata.get('weights')}{note} · seed {metadata.get('seed')}")
     return job
 
 

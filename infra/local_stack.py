@@ -27,6 +27,7 @@ class LocalStackOptions:
     model_uris: dict[str, str] = field(default_factory=dict)
     user_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    log_to_driver: bool = True
 
 
 def enable_ray_token_auth() -> None:
@@ -87,6 +88,7 @@ class LocalStack:
             num_cpus=self.options.num_cpus,
             num_gpus=self.options.logical_gpus,
             include_dashboard=False,
+            log_to_driver=self.options.log_to_driver,
             logging_level=logging.WARNING,
         )
         self._started_ray = True

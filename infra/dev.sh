@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# soundstage's developer entry point (the README's two commands go through here).
+#   bash infra/dev.sh quickstart   set up .venv, start the local stack, run a first music job, keep serving
+#   bash infra/dev.sh test         set up .venv with dev tools, run the whole test suite
+#   bash infra/dev.sh lint         ruff (lint + format check) and mypy
+#   bash infra/dev.sh setup        only create/update .venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${SOUNDSTAGE_VENV:-.venv}"
+PY="$VENV/bin/python"
+
+setup() {
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  # The CPU build of torch first, pinned: anything that wants torch is then satisfied and nothing
+  # pulls the multi-GB CUDA wheels from the index.
+  "$PY" -m pip install --quiet --disable-pip-version-check torch==2.13.0
+  "$PY" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+}
+
+lint() {
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  "$VENV/bin/mypy"
+}
+
+run_tests() {
+  local rc=0
+  "$PY" -m pytest "$@" || rc=$?
+  if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests: that is a failure here" >&2
+    return 1
+  fi
+  return "$rc"
+}
+
+command="${1:-help}"
+shift || true
+case "$command" in
+  setup) setup ;;
+  quickstart) setup; exec "$VENV/bin/soundstage" serve --first-job "$@" ;;
+  test) setup; run_tests "$@" ;;
+  lint) setup; lint ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
+esac
