@@ -17,6 +17,7 @@ from typing import Any, cast, get_args
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoTokenizer,
     ByT5Tokenizer,
@@ -68,24 +69,23 @@ def _debug_config() -> MusicgenConfig:
         num_codebooks=4,
         pad_token_id=64,
         bos_token_id=64,
+        # The default init (std 0.02) gives near-uniform logits on which the prompt and guidance barely
+        # register; 0.1 makes the text conditioning visible in the output, so tests of it can fail.
+        initializer_factor=0.1,
     )
-    return MusicgenConfig(
-        text_encoder=text.to_dict(),
-        audio_encoder=audio.to_dict(),
-        decoder=decoder.to_dict(),
-        decoder_start_token_id=64,
-        pad_token_id=64,
-        **{WEIGHTS_CONFIG_KEY: "debug-random"},
-    )
+    config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+    config.decoder_start_token_id = config.pad_token_id = 64
+    setattr(config, WEIGHTS_CONFIG_KEY, "debug-random")
+    return config
 
 
-def _build_debug(dtype: torch.dtype) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
+def _build_debug() -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
     """Random-init debug model, the same weights on every call (fixed seed, global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_DEBUG_TORCH_SEED)
         model = MusicgenForConditionalGeneration(_debug_config())
         _randomize_codebooks(model)
-    return model.to(dtype), ByT5Tokenizer()
+    return model, ByT5Tokenizer()
 
 
 def _randomize_codebooks(model: MusicgenForConditionalGeneration) -> None:
@@ -97,6 +97,11 @@ def _randomize_codebooks(model: MusicgenForConditionalGeneration) -> None:
             codebook.embed_avg.copy_(codebook.embed)
 
 
+def _dtype_for(device: str) -> torch.dtype:
+    """float16 on CUDA (half the memory, tensor cores), float32 elsewhere (CPU half is slow and lossy)."""
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").upper() in _TRUE_VALUES
 
@@ -104,7 +109,7 @@ def _env_flag(name: str) -> bool:
 def _load_weights(
     source: str, dtype: torch.dtype, cache_dir: Path | None, revision: str | None
 ) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
-    """Model (safetensors only) and tokenizer from a folder or hub id; every failure is a ModelLoadingError."""
+    """Model (safetensors only) and tokenizer from a folder or hub id; failures raise ModelLoadingError."""
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it at call time too, so that an offline
     # process fails at once instead of retrying the network for half a minute.
     offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
@@ -114,7 +119,7 @@ def _load_weights(
             source, dtype=dtype, use_safetensors=True, **options
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise ModelLoadingError(
             f"could not load MusicGen from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
             f"offline={offline}, safetensors only): {e}"
@@ -210,7 +215,7 @@ def _validate_settings(
 
 
 class MusicGen:
-    """Text-to-music with MusicGen (transformers). Output: one `Audio` `[C, T]` per prompt at `sample_rate`."""
+    """Text-to-music with MusicGen (transformers): one `Audio` `[C, T]` per prompt at `sample_rate` Hz."""
 
     def __init__(
         self,
@@ -219,7 +224,8 @@ class MusicGen:
         info: ModelInfo,
         device: str,
     ) -> None:
-        self._model = model.to(device).eval()
+        # transformers wraps `PreTrainedModel.to` in functools.wraps(nn.Module.to): mypy sees it unbound.
+        self._model = model.to(device=device, dtype=_dtype_for(device)).eval()  # type: ignore[call-arg]
         self._tokenizer = tokenizer
         self._info = info
         self.device = device
@@ -240,14 +246,14 @@ class MusicGen:
         visible; weights are float16 on CUDA, float32 on CPU. Raises `ModelLoadingError`.
         """
         device = resolve_device(device)
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
         if uri == DEBUG_URI:
-            model, tokenizer = _build_debug(dtype)
+            model, tokenizer = _build_debug()
             info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
         else:
-            model, tokenizer = _load_weights(_folder_or_hub_id(uri), dtype, cache_dir, revision)
+            model, tokenizer = _load_weights(_folder_or_hub_id(uri), _dtype_for(device), cache_dir, revision)
             info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(model))
-        logger.info("loaded MusicGen", extra={"model": info.model_id, "weights": info.weights, "device": device})
+        fields = {"model": info.model_id, "weights": info.weights, "device": device}
+        logger.info("loaded MusicGen", extra=fields)
         return cls(model, tokenizer, info, device)
 
     @property
@@ -273,6 +279,12 @@ class MusicGen:
     def _hop_length(self) -> int:
         return int(np.prod(self._model.config.audio_encoder.upsampling_ratios))
 
+    @property
+    def _delay_steps(self) -> int:
+        """Decoder steps that complete no frame: the delay pattern offsets codebook k (of each channel's
+        K / channels codebooks; stereo interleaves them) by k steps."""
+        return self._model.decoder.num_codebooks // self.channels - 1
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -287,12 +299,14 @@ class MusicGen:
         """One `Audio` `[C, T]` per prompt, T = round(duration_s * sample_rate) samples exactly.
 
         Seeds: `seeds` gives one per prompt; `seed` is used for every prompt (so a prompt gives the same
-        audio alone or in any batch, and equal prompts in one batch give equal audio); neither draws a
-        random seed per prompt. `guidance_scale` (classifier-free guidance, default 3.0; 1.0 turns it
+        audio alone or in any batch, and equal prompts in one batch give equal audio); with neither,
+        each prompt gets a random seed. `guidance_scale` (classifier-free guidance, default 3.0; 1.0 turns it
         off), `top_k` (default 250) and `temperature` (default 1.0, > 0) shape the sampling.
         """
         _validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
         num_samples = round(duration_s * self.sample_rate)
+        if num_samples < 1:
+            raise ValueError(f"duration_s={duration_s!r} is shorter than one sample at {self.sample_rate} Hz")
         sampler = _RowSampler(
             _prompt_seeds(len(prompts), seed, seeds),
             self._model.decoder.num_codebooks,
@@ -308,8 +322,9 @@ class MusicGen:
         self, prompts: list[str], num_samples: int, guidance_scale: float, sampler: _RowSampler
     ) -> torch.Tensor:
         """Decoded audio `[B, C, T']`, T' >= `num_samples`."""
-        frames = math.ceil(num_samples / self._hop_length)
-        # The delay pattern offsets codebook k by k steps: K - 1 steps yield no complete frame.
+        # transformers skips the delay pattern (misaligning the codebooks) when fewer than 2 * delay + 1
+        # steps are generated: ask for at least `delay` frames; the surplus is trimmed.
+        frames = max(math.ceil(num_samples / self._hop_length), self._delay_steps)
         config: GenerationConfig = copy.deepcopy(self._model.generation_config)
         config.update(
             do_sample=False,
@@ -318,7 +333,7 @@ class MusicGen:
             top_p=None,
             temperature=None,
             guidance_scale=guidance_scale,
-            max_new_tokens=frames + self._model.decoder.num_codebooks - 1,
+            max_new_tokens=frames + self._delay_steps,
         )
         inputs = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
         with torch.inference_mode():

@@ -9,7 +9,13 @@ def test_identical_text_scores_zero() -> None:
 
 def test_case_and_punctuation_are_ignored() -> None:
     assert word_error_rate("Hello, World! Don't stop.", "hello world dont stop") == 0.0
-    assert normalize_words("Well-known “quotes”: it’s fine.") == ["well", "known", "quotes", "its", "fine"]
+    assert normalize_words("Well-known \u201cquotes\u201d: it\u2019s fine.") == [
+        "well",
+        "known",
+        "quotes",
+        "its",
+        "fine",
+    ]
 
 
 @pytest.mark.parametrize(

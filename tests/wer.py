@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_APOSTROPHES = re.compile(r"['’‘`]")
+_APOSTROPHES = re.compile("['`\u2018\u2019]")
 _NOT_WORD = re.compile(r"[^\w\s]|_")
 
 

@@ -79,7 +79,12 @@ def test_empty_text_is_rejected(stock_tts: StockTTS, bad: str) -> None:
         stock_tts.synthesize(["Fine.", bad])
 
 
-@pytest.mark.parametrize("speed", [0.2, 4.5, 0.0, -1.0])
+def test_text_without_words_is_rejected(stock_tts: StockTTS) -> None:
+    with pytest.raises(ValueError, match="text 0 has nothing to pronounce"):
+        stock_tts.synthesize(["... !"])
+
+
+@pytest.mark.parametrize("speed", [0.2, 4.5, 0.0, -1.0, float("nan")])
 def test_speed_out_of_range_is_rejected(stock_tts: StockTTS, speed: float) -> None:
     with pytest.raises(ValueError, match="speed must be within"):
         stock_tts.synthesize(["Fine."], speed=speed)
@@ -132,7 +137,10 @@ def test_empty_folder_and_bad_uris_raise(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("One. Two! Three? Four", ["One.", "Two!", "Three?", "Four"]),
-        ("Dr. Smith met J. K. Rowling. Then   they left.", ["Dr. Smith met J. K. Rowling.", "Then they left."]),
+        (
+            "Dr. Smith met J. K. Rowling. Then   they left.",
+            ["Dr. Smith met J. K. Rowling.", "Then they left."],
+        ),
         ("First line\nsecond line", ["First line", "second line"]),
         ("e.g. this stays whole.", ["e.g. this stays whole."]),
         ("", []),

@@ -77,16 +77,25 @@ def test_batch_gives_the_same_texts_as_one_by_one(
     whisper: Whisper, paragraph_audio: Audio, paragraph_transcript: Transcript, short_audios: list[Audio]
 ) -> None:
     audios = [short_audios[0], paragraph_audio, short_audios[1]]
-    one_by_one = [whisper.transcribe(short_audios[0]), paragraph_transcript, whisper.transcribe(short_audios[1])]
+    one_by_one = [
+        whisper.transcribe(short_audios[0]),
+        paragraph_transcript,
+        whisper.transcribe(short_audios[1]),
+    ]
     batched = whisper.transcribe_batch(audios, batch_size=2)
     assert [normalize_words(t.text) for t in batched] == [normalize_words(t.text) for t in one_by_one]
+    assert len(batched[1].segments) == len(paragraph_transcript.segments) > 1  # sentence-like segments
     for audio, transcript in zip(audios, batched, strict=True):
         assert transcript.duration_s == pytest.approx(audio.duration_s, abs=1e-3)
-        assert all(0.0 <= w.start <= w.end <= transcript.duration_s for s in transcript.segments for w in s.words)
+        assert all(
+            0.0 <= w.start <= w.end <= transcript.duration_s for s in transcript.segments for w in s.words
+        )
     assert whisper.transcribe_batch([]) == []
 
 
-def test_stereo_input_at_another_rate_is_mixed_and_resampled(whisper: Whisper, short_audios: list[Audio]) -> None:
+def test_stereo_input_at_another_rate_is_mixed_and_resampled(
+    whisper: Whisper, short_audios: list[Audio]
+) -> None:
     mono = resample(short_audios[1], 44100)
     stereo = Audio(np.vstack([mono.samples, mono.samples]), 44100)
     transcript = whisper.transcribe(stereo, language="en")
@@ -114,8 +123,12 @@ def test_speech_windows_merge_regions_up_to_the_window() -> None:
     assert speech_windows([(10, 260)], 100) == [(10, 110), (110, 210), (210, 260)]
 
 
-@pytest.mark.parametrize("uri", ["Systran/faster-whisper-tiny.en", "tiny.en", "hf://Systran/faster-whisper-base@main"])
-def test_hub_id_offline_raises_model_loading_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str) -> None:
+@pytest.mark.parametrize(
+    "uri", ["Systran/faster-whisper-tiny.en", "tiny.en", "hf://Systran/faster-whisper-base@main"]
+)
+def test_hub_id_offline_raises_model_loading_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadingError, match="HF_HUB_OFFLINE") as caught:
         Whisper.from_pretrained(uri, cache_dir=tmp_path)
