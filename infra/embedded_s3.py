@@ -36,6 +36,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies (no orphaned servers)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class EmbeddedS3:
     """Start with `start()` (or as a context manager); `settings` then points at it, bucket created."""
 
@@ -67,9 +77,15 @@ class EmbeddedS3:
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedS3:
         command = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ready(timeout_s)
-        Storage(self.settings).ensure_bucket()
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+        try:
+            self._wait_ready(timeout_s)
+            Storage(self.settings).ensure_bucket()
+        except BaseException:
+            self.stop()
+            raise
         logger.info("embedded S3 server on %s, bucket %s", self.endpoint_url, self.settings.s3_bucket)
         return self
 
@@ -83,7 +99,6 @@ class EmbeddedS3:
                 return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        self.stop()
         raise EmbeddedS3Error(f"moto server did not answer on {self.endpoint_url} within {timeout_s} s")
 
     def stop(self) -> None:

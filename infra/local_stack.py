@@ -43,7 +43,8 @@ def enable_ray_token_auth() -> None:
 
 
 class LocalStack:
-    """`start()` brings everything up; `stop()` tears down exactly what `start()` started."""
+    """`start()` brings everything up; `stop()` shuts Serve down, and Ray and the embedded S3 server
+    if `start()` started them."""
 
     def __init__(self, options: LocalStackOptions | None = None) -> None:
         self.options = options or LocalStackOptions()

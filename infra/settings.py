@@ -16,7 +16,10 @@ class SettingsError(RuntimeError):
 class Settings(BaseSettings):
     """Everything an operator can configure. Field `x` is read from `SOUNDSTAGE_X`."""
 
-    model_config = SettingsConfigDict(env_prefix="SOUNDSTAGE_", extra="ignore", frozen=True)
+    # An empty variable counts as unset (a ConfigMap can blank a value instead of deleting its key).
+    model_config = SettingsConfigDict(
+        env_prefix="SOUNDSTAGE_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     # Object storage (any S3-compatible server). No endpoint = AWS S3, or the embedded server locally.
     s3_endpoint_url: str | None = None

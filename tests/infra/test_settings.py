@@ -48,3 +48,8 @@ def test_reclaim_interval_must_fit_the_lease(
     monkeypatch.setenv("SOUNDSTAGE_JOB_RECLAIM_INTERVAL_S", "5")
     with pytest.raises(SettingsError, match="SOUNDSTAGE_JOB_RECLAIM_INTERVAL_S"):
         load_settings()
+
+
+def test_empty_variable_counts_as_unset(fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOUNDSTAGE_S3_ENDPOINT_URL", "")
+    assert load_settings().s3_endpoint_url is None
