@@ -5,9 +5,13 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
+from deployments.asr import ASRDeployment
 from deployments.ingress import Ingress
 from deployments.music import MusicGenDeployment
+from deployments.pitch import PitchDeployment
 from deployments.runner import JobRunner
+
+Device = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class AppArgs(BaseModel):
@@ -16,12 +20,19 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     music_model_uri: str = Field(default="hf://facebook/musicgen-small", min_length=1)
-    music_device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    music_device: str = Device
+    asr_model_uri: str = Field(default="hf://Systran/faster-whisper-small", min_length=1)
+    asr_device: str = Device
+    pitch_model_uri: str = Field(default="pkg://swift-f0", min_length=1)
 
 
 def build_app(args: dict[str, object]) -> Application:
-    """Ingress → JobRunner → model deployments; the ingress also holds the model handles (for /v1/models)."""
+    """Ingress → JobRunner → model deployments; the ingress also holds the model handles."""
     config = AppArgs.model_validate(args)
-    music = MusicGenDeployment.bind(config.music_model_uri, config.music_device)  # type: ignore[attr-defined]
-    runner = JobRunner.bind(music=music)  # type: ignore[attr-defined]
-    return Ingress.bind(runner=runner, music=music)  # type: ignore[attr-defined]
+    models = {
+        "MusicGen": MusicGenDeployment.bind(config.music_model_uri, config.music_device),  # type: ignore[attr-defined]
+        "ASR": ASRDeployment.bind(config.asr_model_uri, config.asr_device),  # type: ignore[attr-defined]
+        "Pitch": PitchDeployment.bind(config.pitch_model_uri),  # type: ignore[attr-defined]
+    }
+    runner = JobRunner.bind(handles=models)  # type: ignore[attr-defined]
+    return Ingress.bind(runner=runner, models=models)  # type: ignore[attr-defined]

@@ -75,25 +75,22 @@ def install_error_handlers(app: FastAPI) -> None:
 class BodySizeLimit:
     """Reject request bodies over `max_bytes` with 413, by Content-Length or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[Scope], int]) -> None:
         self.app = app
-        self._max_bytes = max_bytes
-
-    @property
-    def max_bytes(self) -> int:
-        return self._max_bytes()
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes(scope)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._reject(scope, receive, send, limit)
             return
-        body = await self._read_body(receive)
+        body = await self._read_body(receive, limit)
         if body is None:
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, limit)
             return
         replayed = False
 
@@ -106,7 +103,7 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
+    async def _read_body(self, receive: Receive, limit: int) -> bytes | None:
         """The whole body, or None as soon as it grows past the limit (chunked uploads included)."""
         chunks: list[bytes] = []
         size = 0
@@ -116,16 +113,14 @@ class BodySizeLimit:
                 return b"".join(chunks)
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(
-            413,
-            "body_too_large",
-            f"request body exceeds {self.max_bytes} bytes (or has a bad Content-Length)",
+            413, "body_too_large", f"request body exceeds {limit} bytes (or has a bad Content-Length)"
         )
         await response(scope, receive, send)

@@ -8,17 +8,20 @@ the other deployments through their handles.
 """
 
 import asyncio
-import functools
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.http_errors import ApiError, BodySizeLimit, install_error_handlers
+from deployments import analysis_routes as analysis
+from deployments.api import Authorized, app, settings
+from deployments.audio_inputs import UploadInfo, store_upload
+from deployments.http_errors import ApiError
 from deployments.schemas import JobList, JobView, ModelsView, job_view
+from deployments.transcripts import Granularity, ResponseFormat
 from infra.jobs import (
     IdempotencyConflictError,
     JobFinishedError,
@@ -27,38 +30,14 @@ from infra.jobs import (
     JobStatus,
     JobStore,
 )
-from infra.settings import Settings, load_settings
 from infra.storage import InvalidKeyPartError, Storage, StorageError
+from models.pitch import PitchContour
 from pipelines.generation import MUSIC_JOB, MusicJobRequest
 
 logger = logging.getLogger(__name__)
 
-
-@functools.cache
-def _settings() -> Settings:
-    return load_settings()
-
-
-app = FastAPI(
-    title="soundstage",
-    version="0.1.0",
-    description="AI audio models on Ray Serve: durable generation jobs, results in S3 via presigned URLs.",
-)
-app.add_middleware(BodySizeLimit, max_bytes=lambda: _settings().max_request_bytes)
-install_error_handlers(app)
-
-
-def require_api_key(authorization: Annotated[str | None, Header()] = None) -> None:
-    """If `SOUNDSTAGE_API_KEYS` is set, `/v1` wants `Authorization: Bearer <key>`."""
-    keys = _settings().api_keys
-    if not keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or token not in keys:
-        raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
-
-
-Authorized = Depends(require_api_key)
+FileField = Annotated[UploadFile | None, File(description="An audio file (WAV, FLAC, OGG, MP3).")]
+UploadIdField = Annotated[str | None, Form(pattern="^[0-9a-f]{32}$", description="Instead of `file`.")]
 
 
 @serve.deployment(
@@ -69,12 +48,12 @@ Authorized = Depends(require_api_key)
 )
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, runner: DeploymentHandle, music: DeploymentHandle) -> None:
-        self.settings = _settings()
+    def __init__(self, runner: DeploymentHandle, models: dict[str, DeploymentHandle]) -> None:
+        self.settings = settings()
         self.storage = Storage(self.settings)
         self.jobs = JobStore(self.storage)
         self.runner = runner
-        self.models = {"MusicGen": music}
+        self.models = models
         self._dispatches: set[asyncio.Task[None]] = set()
 
     @app.get("/healthz", tags=["service"])
@@ -173,3 +152,57 @@ class Ingress:
             return await asyncio.to_thread(self.jobs.get, job_id)
         except (JobNotFoundError, InvalidKeyPartError):
             raise ApiError(404, "job_not_found", f"no job with id {job_id!r}") from None
+
+    # Audio inputs and analysis ----------------------------------------------------------------
+
+    @app.post("/v1/uploads", status_code=201, tags=["audio"], dependencies=[Authorized])
+    async def create_upload(self, file: Annotated[UploadFile, File()]) -> UploadInfo:
+        """Validate and keep an audio file; refer to it later by `upload_id`."""
+        data = await file.read()
+        return await asyncio.to_thread(store_upload, self.storage, data, file.filename, self.settings)
+
+    @app.post("/v1/audio/transcriptions", tags=["audio"], dependencies=[Authorized])
+    async def create_transcription(
+        self,
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        model: Annotated[str, Form()] = "whisper-1",
+        language: Annotated[str | None, Form(pattern="^[a-z]{2,3}$")] = None,
+        prompt: Annotated[str | None, Form(description="Accepted for compatibility; not used.")] = None,
+        response_format: Annotated[ResponseFormat, Form()] = "json",
+        temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+        timestamp_granularities: Annotated[
+            list[Granularity] | None, Form(alias="timestamp_granularities[]")
+        ] = None,
+        diarize: Annotated[bool, Form(description="Attribute segments and words to speakers.")] = False,
+    ) -> Response:
+        """OpenAI-compatible transcription (`/v1/audio/transcriptions`), plus `diarize=true`."""
+        info = await self.models["ASR"].info.remote()
+        analysis.check_model_name(model, info)
+        audio = await analysis.input_audio(self.storage, self.settings, file, upload_id)
+        transcript = await analysis.transcribe(self.models["ASR"], audio, language)
+        speakers = await analysis.speakers(self.models["Diarizer"], audio, transcript) if diarize else None
+        return analysis.render_transcript(
+            transcript, response_format, timestamp_granularities or ["segment"], info, speakers
+        )
+
+    @app.post("/v1/pitch", tags=["audio"], dependencies=[Authorized])
+    async def detect_pitch(
+        self,
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        fmin_hz: Annotated[float, Form(ge=46.875, le=2093.75)] = 46.875,
+        fmax_hz: Annotated[float, Form(ge=46.875, le=2093.75)] = 2093.75,
+        confidence_threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
+        format: Annotated[Literal["json", "csv"], Form()] = "json",
+    ) -> Response:
+        """F0 contour (16 ms frames): time, f0 (0 where unvoiced), confidence, voiced; JSON or CSV."""
+        if fmin_hz >= fmax_hz:
+            raise ApiError(422, "invalid_request", "fmin_hz must be below fmax_hz")
+        audio = await analysis.input_audio(self.storage, self.settings, file, upload_id)
+        contour: PitchContour = await self.models["Pitch"].detect.remote(
+            audio, fmin_hz, fmax_hz, confidence_threshold
+        )
+        if format == "csv":
+            return PlainTextResponse(contour.to_csv(), media_type="text/csv")
+        return JSONResponse(contour.to_dict())

@@ -12,10 +12,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.gpu import assigned_gpu_share, cap_gpu_memory, check_device
-from infra.model_store import resolve_model_uri
-from infra.settings import load_settings
-from models.common import GeneratedAudio, resolve_device
+from deployments.model_host import ModelHost
+from models.common import GeneratedAudio
 
 logger = logging.getLogger(__name__)
 
@@ -49,38 +47,19 @@ class GenerationCall:
     max_queued_requests=32,
     health_check_period_s=10,
 )
-class MusicGenDeployment:
+class MusicGenDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.musicgen import MusicGen
 
-        settings = load_settings()
-        self.device = resolve_device(device)
-        self.vram_share = cap_gpu_memory(self.device)
-        resolved = resolve_model_uri(model_uri, settings)
-        self.model = MusicGen.from_pretrained(
-            resolved.source,
-            device=self.device,
-            cache_dir=settings.model_cache_dir,
-            revision=resolved.revision,
-        )
-        logger.info("MusicGen loaded", extra={"model": self.model.info.as_dict(), "device": self.device})
+        self.model = self.load_model(MusicGen.from_pretrained, model_uri, device)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = MusicUserConfig.model_validate(user_config)
         self._generate_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
         self._generate_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
-    def check_health(self) -> None:
-        check_device(self.device)
-
     def info(self) -> dict[str, Any]:
-        return {
-            **self.model.info.as_dict(),
-            "sample_rate": self.model.sample_rate,
-            "channels": self.model.channels,
-            "device": self.device,
-            "gpu_share": assigned_gpu_share(),
-        }
+        return {**super().info(), "channels": self.model.channels}
 
     async def generate(
         self,

@@ -52,10 +52,10 @@ def is_transient(error: BaseException) -> bool:
     health_check_period_s=10,
 )
 class JobRunner:
-    def __init__(self, music: DeploymentHandle) -> None:
+    def __init__(self, handles: dict[str, DeploymentHandle]) -> None:
         self.settings: Settings = load_settings()
         self.jobs = JobStore(Storage(self.settings))
-        self.handles = {"music": music}
+        self.handles = handles
         self.owner = f"{_replica_name()}/{uuid.uuid4().hex[:8]}"
         self.retry = RetryPolicy(is_transient=is_transient)
         self._running: dict[str, asyncio.Task[None]] = {}

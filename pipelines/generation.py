@@ -44,7 +44,7 @@ class MusicJobRequest(BaseModel):
 async def generate_music(ctx: StageContext) -> StageResult:
     """Call the MusicGen deployment; commit the clip as 32-bit float WAV."""
     request = MusicJobRequest.model_validate(ctx.request)
-    generated: GeneratedAudio = await ctx.handles["music"].generate.remote(
+    generated: GeneratedAudio = await ctx.handles["MusicGen"].generate.remote(
         request.prompt,
         request.duration_s,
         request.seed,

@@ -1,0 +1,95 @@
+"""OpenAI-compatible renderings of a transcript: json, text, srt, vtt, verbose_json (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from models.whisper import Segment, Transcript
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+RESPONSE_FORMATS: tuple[ResponseFormat, ...] = ("json", "text", "srt", "vtt", "verbose_json")
+Granularity = Literal["word", "segment"]
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = max(0, round(seconds * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def _cue_text(segment: Segment, speaker: str | None) -> str:
+    text = segment.text.strip()
+    return f"[{speaker}] {text}" if speaker else text
+
+
+def to_srt(transcript: Transcript, speakers: Sequence[str | None] | None = None) -> str:
+    """SubRip cues, one per segment (`[SPEAKER_00] …` prefixes when speakers are given)."""
+    cues = []
+    for i, segment in enumerate(transcript.segments):
+        speaker = speakers[i] if speakers else None
+        span = f"{_timestamp(segment.start, ',')} --> {_timestamp(segment.end, ',')}"
+        cues.append(f"{i + 1}\n{span}\n{_cue_text(segment, speaker)}\n")
+    return "\n".join(cues)
+
+
+def to_vtt(transcript: Transcript, speakers: Sequence[str | None] | None = None) -> str:
+    """WebVTT cues, one per segment (`<v SPEAKER_00>` voice tags when speakers are given)."""
+    lines = ["WEBVTT", ""]
+    for i, segment in enumerate(transcript.segments):
+        speaker = speakers[i] if speakers else None
+        lines.append(f"{_timestamp(segment.start, '.')} --> {_timestamp(segment.end, '.')}")
+        text = segment.text.strip()
+        lines.append(f"<v {speaker}>{text}" if speaker else text)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_verbose_json(
+    transcript: Transcript,
+    granularities: Sequence[Granularity],
+    model: dict[str, Any],
+    segment_speakers: Sequence[str | None] | None = None,
+    word_speakers: Sequence[Sequence[str | None]] | None = None,
+) -> dict[str, Any]:
+    """OpenAI's `verbose_json` shape (+ `model`, and `speaker` fields when diarized)."""
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": transcript.language,
+        "duration": round(transcript.duration_s, 3),
+        "text": transcript.text,
+        "model": model,
+    }
+    if "segment" in granularities:
+        body["segments"] = [
+            _segment_json(i, s, segment_speakers[i] if segment_speakers else None)
+            for i, s in enumerate(transcript.segments)
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            _word_json(word.text, word.start, word.end, word_speakers[i][j] if word_speakers else None)
+            for i, segment in enumerate(transcript.segments)
+            for j, word in enumerate(segment.words)
+        ]
+    return body
+
+
+def _segment_json(index: int, segment: Segment, speaker: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": index,
+        "start": segment.start,
+        "end": segment.end,
+        "text": segment.text,
+    }
+    if speaker is not None:
+        body["speaker"] = speaker
+    return body
+
+
+def _word_json(text: str, start: float, end: float, speaker: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"word": text.strip(), "start": start, "end": end}
+    if speaker is not None:
+        body["speaker"] = speaker
+    return body

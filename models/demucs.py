@@ -1,0 +1,352 @@
+"""HTDemucs music source separation (demucs 4.1): load (debug / converted folder), separate, save, convert.
+
+Weights are read from safetensors only. A released demucs `.th` checkpoint is a pickle: `convert_checkpoint`
+turns it into a folder (`config.json` + `model.safetensors`) once, offline, and is the only code in the
+project that unpickles. demucs' own audio helpers (julius, ffmpeg) are not used: resampling is
+`infra.audio.resample` (soxr); nothing here needs torchaudio.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, cast, get_args
+
+import numpy as np
+import torch
+from demucs.apply import apply_model
+from demucs.htdemucs import HTDemucs
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from infra.audio import Audio, resample, validate
+from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, WeightsKind, resolve_device
+
+logger = logging.getLogger(__name__)
+
+STEMS_4 = ("drums", "bass", "other", "vocals")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_TYPE = "htdemucs"
+# Saved in config.json, so a saved debug model is still reported as debug-random when loaded back.
+WEIGHTS_CONFIG_KEY = "soundstage_weights"
+# demucs' own default (`apply_model`, the `demucs` CLI): neighbouring chunks overlap by a quarter chunk.
+SPLIT_OVERLAP = 0.25
+_DEBUG_TORCH_SEED = 0
+_STD_FLOOR = 1e-8  # as demucs.api: keeps silence finite when the input is standardised
+
+
+def _debug_kwargs() -> dict[str, Any]:
+    """A tiny HTDemucs (0.38 M parameters): 8 channels (released: 48), one self- and one
+    cross-attention layer (released: 5), 44.1 kHz stereo, 4 stems; a 2 s training segment (released:
+    7.8 s), so a few seconds of audio already takes `apply_model`'s split-and-overlap path."""
+    return {
+        "sources": list(STEMS_4),
+        "audio_channels": 2,
+        "samplerate": 44100,
+        "segment": Fraction(2),
+        "channels": 8,
+        "dconv_comp": 4,  # the default 8 would leave the residual branch of 8 channels with 1 channel
+        "t_layers": 2,
+        "t_heads": 2,
+        "t_hidden_scale": 1.0,
+    }
+
+
+def _build_debug() -> HTDemucs:
+    """Random-init debug model, the same weights on every call (fixed seed, global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_DEBUG_TORCH_SEED)
+        return _build(_debug_kwargs())
+
+
+def _build(kwargs: dict[str, Any]) -> HTDemucs:
+    """An HTDemucs from complete constructor kwargs, in eval mode (a training forward mutates `segment`)."""
+    return HTDemucs(**kwargs).eval()
+
+
+def _complete_kwargs(args: tuple[Any, ...], kwargs: dict[str, Any], *, origin: str) -> dict[str, Any]:
+    """All HTDemucs constructor arguments, defaults filled in, so config.json pins the architecture.
+
+    Keys the installed HTDemucs does not know are dropped with a warning, as `demucs.states.load_model` does.
+    """
+    signature = inspect.signature(HTDemucs)
+    unknown = sorted(set(kwargs) - set(signature.parameters))
+    if unknown:
+        logger.warning(
+            "dropping HTDemucs arguments unknown to demucs", extra={"origin": origin, "keys": unknown}
+        )
+    bound = signature.bind(*args, **{k: v for k, v in kwargs.items() if k not in unknown})
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _to_json(value: Any) -> Any:
+    """JSON form of constructor kwargs; a `Fraction` (HTDemucs `segment`) is encoded as demucs.hf does."""
+    if isinstance(value, Fraction):
+        return {"_type": "fraction", "numerator": value.numerator, "denominator": value.denominator}
+    if isinstance(value, dict):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} ({value!r}) in {CONFIG_FILE}")
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("_type") == "fraction":
+            return Fraction(value["numerator"], value["denominator"])
+        return {key: _from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
+
+
+def _write_folder(
+    path: Path,
+    kwargs: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    weights: WeightsKind,
+    revision: str | None,
+) -> None:
+    """`config.json` (model type, weights kind, revision, constructor kwargs) + `model.safetensors`."""
+    config = {"model_type": MODEL_TYPE, WEIGHTS_CONFIG_KEY: weights, "revision": revision, "kwargs": kwargs}
+    text = json.dumps(_to_json(config), indent=2)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}, path / WEIGHTS_FILE)
+    (path / CONFIG_FILE).write_text(text + "\n")
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = _from_json(json.loads((folder / CONFIG_FILE).read_text()))
+    except (OSError, ValueError) as e:
+        raise ModelLoadingError(f"could not read {folder / CONFIG_FILE}: {e}") from e
+    if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
+        raise ModelLoadingError(
+            f"{folder / CONFIG_FILE} does not describe an HTDemucs (model_type={MODEL_TYPE!r})"
+        )
+    kind = config.get(WEIGHTS_CONFIG_KEY, "pretrained")
+    if kind not in get_args(WeightsKind):
+        raise ModelLoadingError(f"config {WEIGHTS_CONFIG_KEY}={kind!r} is not one of {get_args(WeightsKind)}")
+    return {**config, WEIGHTS_CONFIG_KEY: kind}
+
+
+def _load_folder(folder: Path) -> tuple[HTDemucs, dict[str, Any]]:
+    """Model and config from a folder written by `save_pretrained` or `convert_checkpoint`."""
+    config = _read_config(folder)
+    try:
+        model = _build(dict(config["kwargs"]))
+        # Released checkpoints keep float16 tensors; load_state_dict casts them to the float32 parameters.
+        model.load_state_dict(load_file(folder / WEIGHTS_FILE))
+    except (OSError, KeyError, TypeError, ValueError, AssertionError, RuntimeError, SafetensorError) as e:
+        raise ModelLoadingError(
+            f"could not load HTDemucs from {folder} ({CONFIG_FILE} + {WEIGHTS_FILE}, safetensors only): {e}"
+        ) from e
+    return model, config
+
+
+def _to_model_layout(audio: Audio, sample_rate: int, channels: int) -> torch.Tensor:
+    """`[channels, T']` float32 at `sample_rate`: resampled (soxr), then channels matched like demucs'
+    `convert_audio_channels`: mono is copied to every channel, extra channels are dropped (the first
+    `channels` kept, i.e. front left/right), several channels are averaged for a mono model."""
+    samples = resample(audio, sample_rate).samples
+    if samples.shape[0] == channels:
+        matched = samples
+    elif channels == 1:
+        matched = samples.mean(axis=0, keepdims=True)
+    elif samples.shape[0] == 1:
+        matched = np.repeat(samples, channels, axis=0)
+    elif samples.shape[0] > channels:
+        matched = samples[:channels]
+    else:
+        raise ValueError(f"cannot map {samples.shape[0]} channels onto a {channels}-channel model")
+    return torch.from_numpy(np.ascontiguousarray(matched, dtype=np.float32))
+
+
+class Demucs:
+    """Source separation with HTDemucs: one `Audio` `[C, T]` per stem at `sample_rate` Hz."""
+
+    def __init__(self, model: HTDemucs, info: ModelInfo, device: str) -> None:
+        self._model = model.to(device).eval()
+        self._info = info
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, uri: str, *, device: str = "auto", cache_dir: Path | None = None) -> Demucs:
+        """Load `uri`: "debug" (tiny random HTDemucs, no files) or a local folder holding `config.json` +
+        `model.safetensors` (from `save_pretrained` or `convert_checkpoint`).
+
+        `cache_dir` is accepted for the common wrapper interface and unused: hub and S3 URIs are resolved
+        into a local folder by the infra resolver. Weights stay float32 on every device (the STFT and the
+        Wiener/mask step are not half-precision safe). Raises `ModelLoadingError` naming what was tried.
+        """
+        device = resolve_device(device)
+        if uri == DEBUG_URI:
+            model = _build_debug()
+            info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
+        else:
+            folder = Path(uri).expanduser()
+            if not (folder / CONFIG_FILE).is_file():
+                raise ModelLoadingError(
+                    f"no HTDemucs at {uri!r}: tried {DEBUG_URI!r} and a local folder with {CONFIG_FILE} + "
+                    f"{WEIGHTS_FILE} ({folder / CONFIG_FILE} missing); a released demucs .th checkpoint must "
+                    "first be converted with `soundstage models convert` (models.demucs.convert_checkpoint)"
+                )
+            model, config = _load_folder(folder)
+            info = ModelInfo(
+                model_id=uri, revision=config.get("revision"), weights=config[WEIGHTS_CONFIG_KEY]
+            )
+        logger.info(
+            "loaded HTDemucs", extra={"model": info.model_id, "weights": info.weights, "device": device}
+        )
+        return cls(model, info, device)
+
+    @property
+    def sample_rate(self) -> int:
+        """Input and stem sample rate in Hz (44100 for the released checkpoints)."""
+        return int(self._model.samplerate)
+
+    @property
+    def channels(self) -> int:
+        """Stem channels (2: the released checkpoints are stereo)."""
+        return int(self._model.audio_channels)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Stem names in model order, e.g. `STEMS_4` = ("drums", "bass", "other", "vocals")."""
+        return tuple(self._model.sources)
+
+    @property
+    def segment_s(self) -> float:
+        """The training segment in seconds (7.8 for released htdemucs, 2.0 for debug): the chunk length
+        `separate` runs the model on; longer audio is split into overlapping chunks of this length."""
+        return float(self._model.segment)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def separate(self, audio: Audio, *, shifts: int = 0) -> dict[str, Audio]:
+        """Stems keyed by name (model order), each `[channels, T']` float32 at `sample_rate` Hz, where T' is
+        the input's length after resampling to `sample_rate`.
+
+        The input is resampled (soxr) and matched to the model's channels: mono is copied to both channels,
+        so mono in gives stereo stems, exactly those of the duplicated stereo mix (downmix them with
+        `infra.audio.to_mono` if mono is wanted); channels beyond the model's are dropped. As in
+        `demucs.api`, the mix is standardised by its mono mean/std before the model and the stems scaled
+        back after. `demucs.apply.apply_model` runs on the whole clip with `split=True`: chunks of
+        `segment_s` overlapping by `SPLIT_OVERLAP`, blended with triangular weights. `shifts` > 0 averages
+        that many random time shifts of up to 0.5 s (the demucs "shift trick", drawn from Python's
+        `random`, so not bit-reproducible); 0 (default) is deterministic.
+        Raises `AudioError` for empty or non-finite audio, `ValueError` for negative `shifts`.
+        """
+        if shifts < 0:
+            raise ValueError(f"shifts must be >= 0, got {shifts!r}")
+        mix = _to_model_layout(validate(audio), self.sample_rate, self.channels)
+        reference = mix.mean(dim=0)
+        mean = reference.mean()
+        std = (reference.std() if reference.numel() > 1 else torch.zeros(())) + _STD_FLOOR
+        with torch.inference_mode():
+            estimates = apply_model(
+                self._model,
+                ((mix - mean) / std)[None],
+                shifts=shifts,
+                split=True,
+                overlap=SPLIT_OVERLAP,
+                device=self.device,
+            )
+        stems = (estimates[0] * std + mean).cpu().numpy()
+        return {
+            name: Audio(np.ascontiguousarray(stems[index], dtype=np.float32), self.sample_rate)
+            for index, name in enumerate(self.sources)
+        }
+
+    def save_pretrained(self, path: Path) -> None:
+        """Write `config.json` (kwargs, weights kind, revision) and `model.safetensors` into `path`."""
+        # Recorded by demucs' `capture_init`; nn.Module.__getattr__ hides its type from mypy.
+        args, kwargs = cast(tuple[tuple[Any, ...], dict[str, Any]], self._model._init_args_kwargs)
+        complete = _complete_kwargs(tuple(args), dict(kwargs), origin=str(path))
+        _write_folder(path, complete, self._model.state_dict(), self._info.weights, self._info.revision)
+
+
+def two_stems(stems: dict[str, Audio], keep: str = "vocals") -> dict[str, Audio]:
+    """The two-stem (e.g. vocals / instrumental) view: `{keep: stems[keep], f"no_{keep}": sum of the others}`.
+
+    All stems must share shape `[C, T]` and sample rate. Raises `ValueError` otherwise or if `keep` is absent.
+    """
+    if keep not in stems or len(stems) < 2:
+        raise ValueError(f"keep={keep!r} must be one of at least two stems, got {sorted(stems)}")
+    kept = stems[keep]
+    others = [audio for name, audio in stems.items() if name != keep]
+    for audio in others:
+        if audio.samples.shape != kept.samples.shape or audio.sample_rate != kept.sample_rate:
+            raise ValueError("stems differ in shape or sample rate; they must come from one separation")
+    rest = np.zeros_like(kept.samples)
+    for audio in others:
+        rest += audio.samples
+    return {keep: kept, f"no_{keep}": Audio(rest, kept.sample_rate)}
+
+
+def convert_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
+    """Convert a released demucs `.th` checkpoint of one HTDemucs into `out_dir` (`config.json` +
+    `model.safetensors`, loadable by `Demucs.from_pretrained(str(out_dir))`); returns `out_dir`.
+
+    SECURITY: a `.th` file is a pickle, and unpickling runs arbitrary code. This is the only place in the
+    project that unpickles (`torch.load(weights_only=False)`). Run it only on trusted files (the checksummed
+    releases from dl.fbaipublicfiles.com/demucs), once, offline (`soundstage models convert`); never on
+    uploads or at serve time.
+
+    The package is the dict written by `demucs.states.serialize_model` (`klass`, `args`, `kwargs`, `state`,
+    ...). Only single HTDemucs models are supported: a bag of models (a `.yaml` naming several
+    checkpoints, e.g. htdemucs_ft) must be converted one `.th` at a time and is not combined here;
+    Demucs v2/v3 (HDemucs) and diffq-quantized checkpoints raise `ModelLoadingError`. Float16 tensors are
+    kept as stored (loading casts them). The checkpoint's file stem (demucs' `sig-checksum`) is recorded
+    as the revision.
+    """
+    if checkpoint.suffix in {".yaml", ".yml"}:
+        raise ModelLoadingError(
+            f"{checkpoint} is a bag of models; bags are out of scope: convert one model's .th checkpoint"
+        )
+    package = _unpickle_trusted(checkpoint)
+    kwargs, state = _htdemucs_from_package(package, origin=str(checkpoint))
+    try:
+        _build(kwargs).load_state_dict(state)  # the checkpoint must fit the architecture it names
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        raise ModelLoadingError(f"{checkpoint} does not load into HTDemucs: {e}") from e
+    _write_folder(out_dir, kwargs, state, "pretrained", revision=checkpoint.stem)
+    logger.info("converted demucs checkpoint", extra={"checkpoint": str(checkpoint), "out_dir": str(out_dir)})
+    return out_dir
+
+
+def _unpickle_trusted(checkpoint: Path) -> Any:
+    """`torch.load` with full unpickling: trusted, offline conversion only (see `convert_checkpoint`)."""
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as e:  # unpickling can raise anything; report it as a loading failure
+        raise ModelLoadingError(f"could not unpickle demucs checkpoint {checkpoint}: {e}") from e
+
+
+def _htdemucs_from_package(package: Any, *, origin: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Complete constructor kwargs and state dict from a demucs model package; unsupported content raises."""
+    if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= package.keys():
+        raise ModelLoadingError(f"{origin} is not a demucs model package (klass, args, kwargs, state)")
+    klass = package["klass"]
+    if klass is not HTDemucs:
+        raise ModelLoadingError(
+            f"{origin} holds a {getattr(klass, '__name__', klass)!r}; only HTDemucs is supported"
+        )
+    state = package["state"]
+    if state.get("__quantized"):
+        raise ModelLoadingError(f"{origin} is diffq-quantized; only unquantized HTDemucs is supported")
+    kwargs = _complete_kwargs(tuple(package["args"]), dict(package["kwargs"]), origin=origin)
+    try:
+        _to_json(kwargs)
+    except TypeError as e:
+        raise ModelLoadingError(f"{origin}: HTDemucs arguments cannot be written as JSON: {e}") from e
+    return kwargs, cast(dict[str, torch.Tensor], state)
