@@ -10,6 +10,7 @@ from deployments.ingress import Ingress
 from deployments.music import MusicGenDeployment
 from deployments.pitch import PitchDeployment
 from deployments.runner import JobRunner
+from deployments.separation import SeparationDeployment
 
 Device = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -24,6 +25,8 @@ class AppArgs(BaseModel):
     asr_model_uri: str = Field(default="hf://Systran/faster-whisper-small", min_length=1)
     asr_device: str = Device
     pitch_model_uri: str = Field(default="pkg://swift-f0", min_length=1)
+    separation_model_uri: str = Field(default="s3://soundstage-models/htdemucs", min_length=1)
+    separation_device: str = Device
 
 
 def build_app(args: dict[str, object]) -> Application:
@@ -33,6 +36,9 @@ def build_app(args: dict[str, object]) -> Application:
         "MusicGen": MusicGenDeployment.bind(config.music_model_uri, config.music_device),  # type: ignore[attr-defined]
         "ASR": ASRDeployment.bind(config.asr_model_uri, config.asr_device),  # type: ignore[attr-defined]
         "Pitch": PitchDeployment.bind(config.pitch_model_uri),  # type: ignore[attr-defined]
+        "Separation": SeparationDeployment.bind(  # type: ignore[attr-defined]
+            config.separation_model_uri, config.separation_device
+        ),
     }
     runner = JobRunner.bind(handles=models)  # type: ignore[attr-defined]
     return Ingress.bind(runner=runner, models=models)  # type: ignore[attr-defined]

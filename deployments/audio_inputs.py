@@ -6,8 +6,8 @@ file never reaches a model. Uploads are kept as sent under `uploads/{id}/source`
 
 from __future__ import annotations
 
+import hashlib
 import json
-import secrets
 import time
 
 from pydantic import BaseModel
@@ -53,7 +53,8 @@ def store_upload(storage: Storage, data: bytes, filename: str | None, settings: 
     """Validate, then keep the file as sent; returns what the client needs to refer to it."""
     audio = decode_input(data, settings)
     info = UploadInfo(
-        upload_id=secrets.token_hex(16),
+        # Content-addressed: the same file is the same upload (so resubmitting a job is idempotent).
+        upload_id=hashlib.sha256(data).hexdigest()[:32],
         filename=filename,
         bytes=len(data),
         duration_s=round(audio.duration_s, 6),

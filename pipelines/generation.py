@@ -102,10 +102,3 @@ def _finite_or_none(value: float) -> float | None:
 
 
 MUSIC_STAGES = (Stage("generate", generate_music), Stage("store", store_music))
-PIPELINES = {MUSIC_JOB: MUSIC_STAGES}
-
-
-def job_result(ctx: StageContext) -> dict[str, Any]:
-    """The job's published result: the last stage's `result` fact."""
-    last = list(ctx.outputs.values())[-1]
-    return dict(last.facts["result"])

@@ -207,3 +207,9 @@ class StageRunner:
 def _error_code(e: BaseException) -> str:
     code = getattr(e, "code", None)
     return code if isinstance(code, str) else "invalid_input" if isinstance(e, ValueError) else "stage_error"
+
+
+def job_result(ctx: StageContext) -> dict[str, Any]:
+    """The job's published result: the last stage's `result` fact."""
+    last = list(ctx.outputs.values())[-1]
+    return dict(last.facts["result"])

@@ -111,11 +111,15 @@ def test_autoscaling_enabled(cluster: dict[str, Any]) -> None:
         assert group["maxReplicas"] > group["minReplicas"], group["groupName"]
 
 
-def test_gpu_group_fits_musicgen_max_replicas(
+def test_gpu_group_fits_every_gpu_deployment_at_max_replicas(
     cluster: dict[str, Any], serve_config_v2: dict[str, Any]
 ) -> None:
-    musicgen = _deployment(serve_config_v2, "MusicGen")
-    gpus_needed = musicgen["autoscaling_config"]["max_replicas"] * musicgen["ray_actor_options"]["num_gpus"]
+    (app,) = serve_config_v2["applications"]
+    gpus_needed = sum(
+        d["autoscaling_config"]["max_replicas"] * d["ray_actor_options"].get("num_gpus", 0)
+        for d in app["deployments"]
+    )
+    assert gpus_needed > 0
     assert _worker_group(cluster, "gpu")["maxReplicas"] >= gpus_needed
 
 

@@ -1,0 +1,14 @@
+"""Job kind → its stages: what the JobRunner executes."""
+
+from __future__ import annotations
+
+from pipelines.generation import MUSIC_JOB, MUSIC_STAGES
+from pipelines.pitch_shift import PITCH_SHIFT_JOB, PITCH_SHIFT_STAGES
+from pipelines.separation import SEPARATE_JOB, SEPARATION_STAGES
+from pipelines.stages import Stage
+
+PIPELINES: dict[str, tuple[Stage, ...]] = {
+    MUSIC_JOB: MUSIC_STAGES,
+    SEPARATE_JOB: SEPARATION_STAGES,
+    PITCH_SHIFT_JOB: PITCH_SHIFT_STAGES,
+}
