@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("folder", type=Path)
     push.add_argument("uri", help="s3://bucket/prefix")
     push.set_defaults(func=cmd_models_push)
+    convert = models_sub.add_parser(
+        "convert", help="turn a released checkpoint into safetensors + config (run once, on trusted files)"
+    )
+    convert.add_argument("family", choices=["demucs"])
+    convert.add_argument("checkpoint", type=Path, help="e.g. a demucs .th file")
+    convert.add_argument("out_dir", type=Path)
+    convert.set_defaults(func=cmd_models_convert)
     pull = models_sub.add_parser("pull", help="sync an s3:// model into the local cache")
     pull.add_argument("uri")
     pull.set_defaults(func=cmd_models_pull)
@@ -174,6 +181,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_push(args: argparse.Namespace) -> int:
     manifest = push_model(args.folder, args.uri, load_settings())
     print(f"pushed {len(manifest)} files to {args.uri}")
+    return 0
+
+
+def cmd_models_convert(args: argparse.Namespace) -> int:
+    # The CLI is the one place outside models/ that reaches into a wrapper: conversion is an offline tool.
+    from models.demucs import convert_checkpoint
+
+    print(f"converted to {convert_checkpoint(args.checkpoint, args.out_dir)}")
     return 0
 
 
