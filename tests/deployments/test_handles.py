@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
+from infra.audio import Audio
 from models.common import GeneratedAudio
 
 pytestmark = pytest.mark.ray
@@ -34,3 +37,29 @@ def test_concurrent_calls_batch_without_changing_results(music: object) -> None:
         # Same seed, same audio whatever the request was batched with (floating-point noise aside).
         np.testing.assert_allclose(a.audio.samples, b.audio.samples, atol=1e-5)
     assert not np.allclose(batched[0].audio.samples, batched[2].audio.samples)
+
+
+def test_every_model_deployment_answers_its_handle(stack: object) -> None:
+    import math
+
+    from ray import serve
+
+    rate = 16000
+    t = np.arange(rate * 2) / rate
+    tone = Audio((0.5 * np.sin(2 * math.pi * 220.0 * t))[None].astype(np.float32), rate)
+
+    def handle(name: str) -> Any:
+        return serve.get_deployment_handle(name, app_name="soundstage")
+
+    stems = handle("Separation").separate.remote(tone).result()
+    assert set(stems) == {"drums", "bass", "other", "vocals"} and stems["vocals"].sample_rate == 44100
+    contour = handle("Pitch").detect.remote(tone).result()
+    assert abs(float(np.median(contour.f0_hz[contour.voiced])) - 220.0) < 2.2
+    assert handle("Pitch").shift.remote(tone, 12.0).result().num_samples == tone.num_samples
+    assert handle("VAD").detect.remote(tone).result() == []
+    assert handle("Diarizer").diarize.remote(tone).result() == []
+    assert handle("ASR").transcribe.remote(tone).result().language == "en"
+    shares = {
+        name: handle(name).info.remote().result()["gpu_share"] for name in ("Separation", "ASR", "Diarizer")
+    }
+    assert shares == {"Separation": 0.25, "ASR": 0.25, "Diarizer": 0.125}
