@@ -12,6 +12,7 @@ from deployments.music import MusicGenDeployment
 from deployments.pitch import PitchDeployment
 from deployments.runner import JobRunner
 from deployments.separation import SeparationDeployment
+from deployments.tts import TTSDeployment
 from deployments.vad import VADDeployment
 
 Device = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -32,6 +33,7 @@ class AppArgs(BaseModel):
     vad_model_uri: str = Field(default="pkg://silero-vad", min_length=1)
     speaker_model_uri: str = Field(default="pkg://resemblyzer", min_length=1)
     speaker_device: str = Device
+    tts_model_uri: str = Field(default="pkg://hibari-tts", min_length=1)
 
 
 def build_app(args: dict[str, object]) -> Application:
@@ -46,6 +48,7 @@ def build_app(args: dict[str, object]) -> Application:
             config.separation_model_uri, config.separation_device
         ),
         "VAD": vad,
+        "TTS": TTSDeployment.bind(config.tts_model_uri),  # type: ignore[attr-defined]
         "Diarizer": DiarizerDeployment.bind(  # type: ignore[attr-defined]
             vad, config.speaker_model_uri, config.speaker_device
         ),

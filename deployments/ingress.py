@@ -12,7 +12,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import File, Form, Header, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -21,6 +21,13 @@ from deployments.api import Authorized, app, settings
 from deployments.audio_inputs import UploadInfo, load_upload, store_upload, upload_info
 from deployments.http_errors import ApiError
 from deployments.schemas import JobList, JobView, ModelsView, job_view
+from deployments.speech import (
+    MEDIA_TYPES,
+    SPEECH_MODELS,
+    SpeechRequest,
+    encoded_stream,
+    sentences_audio,
+)
 from deployments.transcripts import Granularity, ResponseFormat
 from infra.audio import AudioFormat
 from infra.jobs import (
@@ -293,3 +300,19 @@ class Ingress:
             return await self._submit(DIARIZE_JOB, body.model_dump(), None, request)
         turns = await self.models["Diarizer"].diarize.remote(audio, num_speakers)
         return JSONResponse(turns_body(turns, await self.models["Diarizer"].info.remote()))
+
+    @app.post("/v1/audio/speech", tags=["audio"], dependencies=[Authorized])
+    async def create_speech(self, body: SpeechRequest) -> StreamingResponse:
+        """OpenAI-compatible text to speech in a stock voice, streamed sentence by sentence (FLAC whole)."""
+        if body.model not in SPEECH_MODELS:
+            raise ApiError(422, "unknown_model", f"model {body.model!r}; use one of {sorted(SPEECH_MODELS)}")
+        voices = await self.models["TTS"].voices.remote()
+        if body.voice not in voices:
+            raise ApiError(422, "unknown_voice", f"voice {body.voice!r} is not one of {voices}")
+        stream = sentences_audio(self.models["TTS"], body)
+        try:
+            first = await anext(stream)  # bad input fails here, before the response starts
+        except (ValueError, StopAsyncIteration) as e:
+            raise ApiError(422, "invalid_input", str(e) or "nothing to say in `input`") from e
+        media_type = MEDIA_TYPES[body.response_format]
+        return StreamingResponse(encoded_stream(body, first, stream), media_type=media_type)

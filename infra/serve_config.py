@@ -26,6 +26,7 @@ LOCAL_MODEL_URIS: dict[str, str] = {
     "separation_model_uri": "debug",
     "vad_model_uri": "pkg://silero-vad",
     "speaker_model_uri": "pkg://resemblyzer",
+    "tts_model_uri": "pkg://hibari-tts",
 }
 APP_NAME = "soundstage"
 

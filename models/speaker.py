@@ -3,17 +3,23 @@
 `SpeakerEncoder.embed` maps speech to one L2-normalised 256-d vector (cosine similarity compares voices);
 `embed_windows` embeds fixed-length windows inside given speech regions, the input of diarization.
 
-The network is rebuilt here (a 3-layer LSTM over 40-band mel power frames, a linear layer, ReLU, L2
-norm: Resemblyzer's `VoiceEncoder`) and only its weights are taken from the wheel, because the
-`resemblyzer` package itself is not usable as a library here:
+The network (a 3-layer LSTM over 40-band mel power frames, a linear layer, ReLU, L2 norm: Resemblyzer's
+`VoiceEncoder`) is rebuilt here and only its weights come from the wheel, because the `resemblyzer`
+package is not usable as a library:
 - `import resemblyzer` fails: its `audio` module imports `webrtcvad`, whose 2.0.10 release imports
   `pkg_resources` (gone from current setuptools).
 - its `preprocess_wav` trims silence with webrtcvad in aggressive mode (3), which drops speech frames
-  and silently shortens the audio, so embedded windows would no longer line up with the input's time
-  axis. Finding speech is the VAD's job (`models.vad`); this module embeds exactly the audio it is given.
-  Resemblyzer's volume normalisation (raise quiet input to -30 dBFS RMS, never lower) is kept: the
+  and silently shortens the audio, so windows would no longer line up with the input's time axis.
+  Finding speech is the VAD's job (`models.vad`); this module embeds exactly the audio it is given.
+  Resemblyzer's volume normalisation (raise quiet input to -30 dBFS RMS, never lower it) is kept: the
   network reads mel power, not log-mel, so level matters.
 - its loader `torch.load`s the checkpoint unrestricted and prints to stdout.
+The front end (librosa's mel spectrogram as Resemblyzer calls it) is reimplemented in numpy (librosa
+spends ~2 s in numba on its first call); the network runs in `torch.nn.LSTM`.
+CPU threads: the LSTM is 151 small sequential steps per layer, each ending in a thread barrier. On a
+busy 2-core host, 24 windows took 4-13 s with 2 intra-op threads and 0.15 s with one. The thread count
+is process-wide state, so this wrapper leaves it alone: the process owner sets it (Ray sets
+OMP_NUM_THREADS from a replica's `num_cpus`, 1 by default; tests set `torch.set_num_threads(1)`).
 Weights: `pkg://resemblyzer` reads the wheel's `pretrained.pt` (verified against the wheel's RECORD
 sha256) with `torch.load(weights_only=True)`, PyTorch's restricted unpickler that only rebuilds tensors
 and plain containers; a local folder must hold `model.safetensors` with the same parameter names
@@ -25,8 +31,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import math
-import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,20 @@ EMBEDDING_DIM = 256
 # Resemblyzer's front end: 25 ms windows every 10 ms, 40 mel bands (power, not log).
 _N_FFT, _HOP, _N_MELS = 400, 160, 40
 _HIDDEN, _LAYERS = 256, 3
+PARAMETER_SHAPES = {
+    **{
+        f"lstm.{kind}_l{layer}": shape
+        for layer in range(_LAYERS)
+        for kind, shape in (
+            ("weight_ih", (4 * _HIDDEN, _N_MELS if layer == 0 else _HIDDEN)),
+            ("weight_hh", (4 * _HIDDEN, _HIDDEN)),
+            ("bias_ih", (4 * _HIDDEN,)),
+            ("bias_hh", (4 * _HIDDEN,)),
+        )
+    },
+    "linear.weight": (EMBEDDING_DIM, _HIDDEN),
+    "linear.bias": (EMBEDDING_DIM,),
+}
 # Long audio is embedded as the mean of 1.6 s partials taken 1.3 times a second (Resemblyzer's
 # `embed_utterance`; the network was trained on 1.6 s partials).
 _PARTIAL_S = 1.6
@@ -53,18 +72,22 @@ _PARTIAL_RATE = 1.3
 _TARGET_DBFS = -30.0
 # The shortest window worth embedding: GE2E embeddings of less than ~0.5 s of speech are mostly noise.
 MIN_WINDOW_S = 0.5
+_DEVICES = ("auto", "cpu", "cuda")
 
 FloatArray = npt.NDArray[np.float32]
 
 
 class SpeakerEncoder:
-    """Resemblyzer's voice encoder; any `Audio` in (mixed to mono, resampled to 16 kHz), `[256]` out."""
+    """Resemblyzer's voice encoder; any `Audio` in (mixed to mono, resampled to 16 kHz), `[256]` out.
 
-    def __init__(self, network: Any, info: ModelInfo, device: str) -> None:
-        self._network = network
+    Stateless after loading: `embed` and `embed_windows` may be called from several threads at once.
+    """
+
+    def __init__(self, weights: Mapping[str, FloatArray], info: ModelInfo, device: str = "cpu") -> None:
+        self._weights = dict(weights)
         self.info = info
         self.device = device
-        self._lock = threading.Lock()
+        self._network = _torch_network(self._weights, device)
 
     @classmethod
     def from_pretrained(
@@ -73,14 +96,14 @@ class SpeakerEncoder:
         """Load the encoder from `pkg://resemblyzer` (the wheel's weights) or a local folder holding
         `model.safetensors` (see the module docstring).
 
-        device: `auto` (CUDA when visible), `cpu` or `cuda`. `cache_dir` is unused (nothing is
-        downloaded). Raises `ModelLoadingError` naming what was tried.
+        device: `auto` (CUDA when visible), `cpu`, `cuda` or `cuda:N`. `cache_dir` is unused
+        (nothing is downloaded). Raises `ModelLoadingError` naming what was tried.
         """
-        import torch
-
+        if device not in _DEVICES and not device.startswith("cuda:"):
+            raise ValueError(f"device {device!r} is not supported; choose one of {_DEVICES} or cuda:N")
         if uri == PACKAGE_URI:
             path, _ = verified_package_file(DISTRIBUTION, _PACKAGED_PATH)
-            state = _packaged_state(path)
+            weights = _packaged_weights(path)
             info = ModelInfo("resemblyzer", importlib.metadata.version(DISTRIBUTION), "pretrained")
         else:
             path = Path(uri).expanduser() / SAFETENSORS_FILE
@@ -89,12 +112,10 @@ class SpeakerEncoder:
                     f"cannot load the Resemblyzer encoder from {uri!r}: tried the packaged weights "
                     f"({PACKAGE_URI}, only for that exact URI) and the local file {path} (not found)"
                 )
-            state = _safetensors_state(path)
+            weights = _safetensors_weights(path)
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             info = ModelInfo("resemblyzer", f"sha256:{digest[:12]}", "pretrained")
-        device = resolve_device(device)
-        network = _build_network(state).to(torch.device(device)).eval()
-        return cls(network, info, device)
+        return cls(_checked(weights), info, resolve_device(device))
 
     @property
     def sample_rate(self) -> int:
@@ -110,9 +131,9 @@ class SpeakerEncoder:
         """Embedding size: 256."""
         return EMBEDDING_DIM
 
-    def state_dict(self) -> dict[str, Any]:
-        """The network's parameters (CPU tensors), e.g. to save as `model.safetensors`."""
-        return {k: v.detach().cpu().contiguous() for k, v in self._network.state_dict().items()}
+    def weights(self) -> dict[str, FloatArray]:
+        """A copy of the parameters by name (float32 numpy), e.g. for `safetensors.numpy.save_file`."""
+        return {name: value.copy() for name, value in self._weights.items()}
 
     def embed(self, audio: Audio) -> FloatArray:
         """The `[256]` float32 L2-normalised embedding of `audio` `[C, T]`, all of it (give it speech).
@@ -171,9 +192,29 @@ class SpeakerEncoder:
         """`[B, frames, 40]` mel power -> `[B, 256]` unit embeddings."""
         import torch
 
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             batch = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device)
             return np.asarray(self._network(batch).float().cpu().numpy(), np.float32)
+
+
+def _torch_network(weights: Mapping[str, FloatArray], device: str) -> Any:
+    import torch
+    from torch import nn
+
+    class VoiceEncoderNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(_N_MELS, _HIDDEN, _LAYERS, batch_first=True)
+            self.linear = nn.Linear(_HIDDEN, EMBEDDING_DIM)
+
+        def forward(self, mels: torch.Tensor) -> torch.Tensor:
+            _, (hidden, _) = self.lstm(mels)
+            raw = torch.relu(self.linear(hidden[-1]))
+            return raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True).clamp_min(1e-12)
+
+    network = VoiceEncoderNet()
+    network.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
+    return network.to(torch.device(device)).eval()
 
 
 def _spans(start: float, end: float, window_s: float, hop_s: float) -> list[tuple[float, float]]:
@@ -209,7 +250,8 @@ def _mel_frames(wav: FloatArray) -> FloatArray:
 
 def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Slaney's mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
-    return np.where(hz < 1000.0, hz * 3.0 / 200.0, 15.0 + np.log(np.maximum(hz, 1e-9) / 1000.0) * 27.0 / np.log(6.4))
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-9) / 1000.0) * 27.0 / np.log(6.4)
+    return np.where(hz < 1000.0, hz * 3.0 / 200.0, log_part)
 
 
 def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -219,7 +261,8 @@ def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def _slaney_mel_filters() -> npt.NDArray[np.float64]:
     """`[40, 201]` triangular filters from 0 Hz to 8 kHz, each normalised to unit area (Slaney)."""
     bins = np.linspace(0.0, SAMPLE_RATE / 2, _N_FFT // 2 + 1)
-    edges = _mel_to_hz(np.linspace(0.0, float(_hz_to_mel(np.array(SAMPLE_RATE / 2))), _N_MELS + 2))
+    top = float(_hz_to_mel(np.array(SAMPLE_RATE / 2)))
+    edges = _mel_to_hz(np.linspace(0.0, top, _N_MELS + 2))
     rising = (bins[None, :] - edges[:-2, None]) / np.diff(edges)[:-1, None]
     falling = (edges[2:, None] - bins[None, :]) / np.diff(edges)[1:, None]
     triangles = np.maximum(0.0, np.minimum(rising, falling))
@@ -243,47 +286,32 @@ def _unit(v: FloatArray) -> FloatArray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def _packaged_state(path: Path) -> dict[str, Any]:
+def _packaged_weights(path: Path) -> dict[str, FloatArray]:
     import torch
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        return dict(checkpoint["model_state"])
-    except Exception as e:  # a corrupt pickle can fail in many ways; the file was RECORD-verified
+        state = checkpoint["model_state"]
+        return {name: state[name].float().numpy() for name in PARAMETER_SHAPES if name in state}
+    except Exception as e:  # a corrupt pickle fails in many ways; the file was RECORD-verified
         raise ModelLoadingError(f"cannot read Resemblyzer weights {path}: {e}") from e
 
 
-def _safetensors_state(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
+def _safetensors_weights(path: Path) -> dict[str, FloatArray]:
+    from safetensors.numpy import load_file
 
     try:
-        return dict(load_file(str(path)))
+        return {name: value.astype(np.float32) for name, value in load_file(str(path)).items()}
     except Exception as e:  # safetensors raises its own SafetensorError for malformed files
         raise ModelLoadingError(f"cannot read {path} as safetensors: {e}") from e
 
 
-def _build_network(state: dict[str, Any]) -> Any:
-    import torch
-    from torch import nn
-
-    class VoiceEncoderNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lstm = nn.LSTM(_N_MELS, _HIDDEN, _LAYERS, batch_first=True)
-            self.linear = nn.Linear(_HIDDEN, EMBEDDING_DIM)
-
-        def forward(self, mels: torch.Tensor) -> torch.Tensor:
-            _, (hidden, _) = self.lstm(mels)
-            raw = torch.relu(self.linear(hidden[-1]))
-            return raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True).clamp_min(1e-12)
-
-    network = VoiceEncoderNet()
-    wanted = set(network.state_dict())
-    missing = sorted(wanted - set(state))
+def _checked(weights: Mapping[str, FloatArray]) -> dict[str, FloatArray]:
+    """The voice encoder's parameters from `weights` (extra entries ignored); wrong ones raise."""
+    missing = sorted(set(PARAMETER_SHAPES) - set(weights))
     if missing:
         raise ModelLoadingError(f"Resemblyzer weights lack parameters {missing}")
-    try:
-        network.load_state_dict({k: state[k] for k in wanted})
-    except RuntimeError as e:  # shape mismatches
-        raise ModelLoadingError(f"Resemblyzer weights do not fit the voice encoder: {e}") from e
-    return network
+    wrong = {n: weights[n].shape for n, shape in PARAMETER_SHAPES.items() if weights[n].shape != shape}
+    if wrong:
+        raise ModelLoadingError(f"Resemblyzer weights have unexpected shapes {wrong}")
+    return {name: np.ascontiguousarray(weights[name], np.float32) for name in PARAMETER_SHAPES}

