@@ -147,7 +147,7 @@ def test_bad_audio_is_rejected_before_any_model(
 
 
 def test_bad_fields_are_4xx(base_url: str, speech_wav: bytes) -> None:
-    cases = [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("/v1/audio/transcriptions", {"response_format": "docx"}),
         ("/v1/audio/transcriptions", {"model": "gpt-9-audio"}),
         ("/v1/audio/transcriptions", {"language": "french!"}),

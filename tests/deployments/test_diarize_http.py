@@ -58,7 +58,7 @@ def test_vad_regions_match_known_boundaries(base_url: str, dialog: Dialog) -> No
 def test_vad_finds_no_speech_in_music_or_noise(base_url: str) -> None:
     rate = 16000
     t = np.arange(3 * rate) / rate
-    chord = sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0)) / 4
+    chord = np.sum([np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0)], axis=0) / 4
     noise = np.random.default_rng(0).normal(0, 0.1, t.size)
     for signal in (chord, noise):
         audio = Audio(signal[None].astype(np.float32), rate)
