@@ -13,7 +13,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, Self, cast, get_args
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.models.encodec.modeling_encodec import EncodecEuclideanCodebook
 
-from infra.audio import Audio
+from infra.audio import Audio, resample, to_mono, validate
 from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, WeightsKind, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -44,21 +44,31 @@ _DEBUG_TORCH_SEED = 0
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
-def _debug_config() -> MusicgenConfig:
-    """A tiny MusicGen of the real architecture: ByT5-sized T5, 32 kHz mono EnCodec at 50 Hz, 4 codebooks."""
+def _debug_config(
+    *,
+    sampling_rate: int = 32000,
+    upsampling_ratios: Sequence[int] = (8, 5, 4, 4),
+    text_hidden_size: int = 32,
+    target_bandwidth: float = 2.2,
+) -> MusicgenConfig:
+    """A tiny MusicGen of the real architecture: ByT5-vocabulary T5, mono EnCodec, 4 codebooks of 64 codes.
+
+    The defaults are MusicGen's debug model: 32 kHz EnCodec at 50 Hz (hop 640), T5 as wide as the decoder
+    (32, so no text projection). `target_bandwidth` (kbps) sets the codec's number of quantizers.
+    """
     # vocab_size 384 matches `ByT5Tokenizer()`, the one tokenizer that needs no files.
-    text = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    text = T5Config(vocab_size=384, d_model=text_hidden_size, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
     audio = EncodecConfig(
-        sampling_rate=32000,
+        sampling_rate=sampling_rate,
         audio_channels=1,
         num_filters=4,
         hidden_size=16,
-        upsampling_ratios=[8, 5, 4, 4],
+        upsampling_ratios=list(upsampling_ratios),
         codebook_size=64,
         codebook_dim=16,
         num_lstm_layers=1,
         normalize=False,
-        target_bandwidths=[2.2],
+        target_bandwidths=[target_bandwidth],
     )
     decoder = MusicgenDecoderConfig(
         vocab_size=64,
@@ -79,11 +89,13 @@ def _debug_config() -> MusicgenConfig:
     return config
 
 
-def _build_debug() -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
+def _build_debug(
+    config: MusicgenConfig,
+) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
     """Random-init debug model, the same weights on every call (fixed seed, global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_DEBUG_TORCH_SEED)
-        model = MusicgenForConditionalGeneration(_debug_config())
+        model = MusicgenForConditionalGeneration(config)
         _randomize_codebooks(model)
     return model, ByT5Tokenizer()
 
@@ -107,7 +119,7 @@ def _env_flag(name: str) -> bool:
 
 
 def _load_weights(
-    source: str, dtype: torch.dtype, cache_dir: Path | None, revision: str | None
+    source: str, dtype: torch.dtype, cache_dir: Path | None, revision: str | None, name: str = "MusicGen"
 ) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
     """Model (safetensors only) and tokenizer from a folder or hub id; failures raise ModelLoadingError."""
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it at call time too, so that an offline
@@ -121,7 +133,7 @@ def _load_weights(
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
     except (OSError, ValueError, SafetensorError) as e:
         raise ModelLoadingError(
-            f"could not load MusicGen from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
+            f"could not load {name} from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
             f"offline={offline}, safetensors only): {e}"
         ) from e
     return model, tokenizer
@@ -214,6 +226,49 @@ def _validate_settings(
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
 
+def _num_samples(duration_s: float, sample_rate: int) -> int:
+    """`round(duration_s * sample_rate)`; a duration under one sample raises ValueError."""
+    num_samples = round(duration_s * sample_rate)
+    if num_samples < 1:
+        raise ValueError(f"duration_s={duration_s!r} is shorter than one sample at {sample_rate} Hz")
+    return num_samples
+
+
+def _frames_to_generate(num_samples: int, hop_length: int, delay_steps: int) -> int:
+    """Codec frames covering `num_samples`, at least `delay_steps`: transformers skips the delay pattern
+    (misaligning the codebooks) when fewer than 2 * delay + 1 steps are generated; the surplus is trimmed."""
+    return max(math.ceil(num_samples / hop_length), delay_steps)
+
+
+def _decoding_config(base: GenerationConfig, guidance_scale: float, max_new_tokens: int) -> GenerationConfig:
+    """A copy of `base` for `_RowSampler`: greedy search on its one-hot scores, `max_new_tokens` steps."""
+    config = copy.deepcopy(base)
+    config.update(
+        do_sample=False,
+        num_beams=1,
+        top_k=None,
+        top_p=None,
+        temperature=None,
+        guidance_scale=guidance_scale,
+        max_new_tokens=max_new_tokens,
+    )
+    return config
+
+
+def _trimmed_audio(waveforms: torch.Tensor, num_samples: int, sample_rate: int) -> list[Audio]:
+    """Decoded `[B, C, T']` (T' >= `num_samples`) as B float32 `Audio` `[C, num_samples]`."""
+    assert waveforms.shape[-1] >= num_samples, f"decoded {waveforms.shape[-1]} < {num_samples} samples"
+    batch = waveforms[..., :num_samples].float().cpu().numpy()
+    return [Audio(np.ascontiguousarray(item), sample_rate) for item in batch]
+
+
+def _conform(audio: Audio, sample_rate: int, channels: int) -> Audio:
+    """`audio` resampled to `sample_rate` Hz with `channels` channels (others: mixed to mono, then copied)."""
+    if audio.channels != channels:
+        audio = Audio(np.repeat(to_mono(audio).samples, channels, axis=0), audio.sample_rate)
+    return resample(audio, sample_rate)
+
+
 class MusicGen:
     """Text-to-music with MusicGen (transformers): one `Audio` `[C, T]` per prompt at `sample_rate` Hz."""
 
@@ -238,7 +293,7 @@ class MusicGen:
         device: str = "auto",
         cache_dir: Path | None = None,
         revision: str | None = None,
-    ) -> MusicGen:
+    ) -> Self:
         """Load `uri`: "debug" (tiny random model, no files), a local folder, or a hub id.
 
         Folders must hold `save_pretrained` output (safetensors); a hub id such as
@@ -247,14 +302,20 @@ class MusicGen:
         """
         device = resolve_device(device)
         if uri == DEBUG_URI:
-            model, tokenizer = _build_debug()
+            model, tokenizer = _build_debug(cls._tiny_config())
             info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
         else:
-            model, tokenizer = _load_weights(_folder_or_hub_id(uri), _dtype_for(device), cache_dir, revision)
+            source = _folder_or_hub_id(uri)
+            model, tokenizer = _load_weights(source, _dtype_for(device), cache_dir, revision, cls.__name__)
             info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(model))
         fields = {"model": info.model_id, "weights": info.weights, "device": device}
-        logger.info("loaded MusicGen", extra=fields)
+        logger.info("loaded %s", cls.__name__, extra=fields)
         return cls(model, tokenizer, info, device)
+
+    @classmethod
+    def _tiny_config(cls) -> MusicgenConfig:
+        """Config of the `debug` model; subclasses for other checkpoints of this architecture override it."""
+        return _debug_config()
 
     @property
     def sample_rate(self) -> int:
@@ -349,3 +410,86 @@ class MusicGen:
         path.mkdir(parents=True, exist_ok=True)
         self._model.save_pretrained(path)
         self._tokenizer.save_pretrained(path)
+
+    def continue_audio(
+        self,
+        prompt_audio: Audio,
+        prompts: Sequence[str],
+        *,
+        duration_s: float,
+        seed: int | None = None,
+        seeds: Sequence[int] | None = None,
+        guidance_scale: float = 3.0,
+        top_k: int = 250,
+        temperature: float = 1.0,
+    ) -> list[Audio]:
+        """Extend `prompt_audio` `[C', T']` (any rate and channel count) once per text prompt.
+
+        Returns one `Audio` `[C, T]` per prompt, T = round(duration_s * sample_rate) samples: `duration_s` is
+        the total length (seconds) and must exceed the clip's. The clip is resampled, mixed to `channels`
+        and encoded by the codec; the model continues its codes and the whole sequence is decoded, so the
+        output starts with the codec's reconstruction of the clip (not the clip itself), and new audio
+        starts at the first codec frame boundary at or after the clip's end. A causal codec (the debug
+        model's) reproduces that reconstruction up to float rounding; the released checkpoints' non-causal
+        EnCodec also lets the clip's last few milliseconds hear the continuation. Seeds and sampling
+        settings work as in `generate`. Bad settings raise ValueError, empty or non-finite audio an
+        `AudioError` (a ValueError).
+        """
+        _validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
+        clip = _conform(validate(prompt_audio), self.sample_rate, self.channels)
+        num_samples = _num_samples(duration_s, self.sample_rate)
+        if num_samples <= clip.num_samples:
+            raise ValueError(
+                f"duration_s={duration_s!r} is the total length and must exceed the prompt audio's "
+                f"{prompt_audio.duration_s:.3f} s"
+            )
+        sampler = _RowSampler(
+            _prompt_seeds(len(prompts), seed, seeds),
+            self._model.decoder.num_codebooks,
+            temperature=temperature,
+            top_k=top_k,
+        )
+        codes = self._clip_codes(clip).repeat(len(prompts), 1)
+        waveforms = self._continue_waveforms(list(prompts), codes, num_samples, guidance_scale, sampler)
+        return _trimmed_audio(waveforms, num_samples, self.sample_rate)
+
+    def _clip_codes(self, clip: Audio) -> torch.Tensor:
+        """The decoder's codes `[K, S]` for `clip` `[C, T]` at the model's rate, S = ceil(T / hop) frames."""
+        codec = self._model.audio_encoder
+        per_channel = self._model.decoder.num_codebooks // self.channels
+        samples = torch.from_numpy(clip.samples).to(device=self.device, dtype=self._model.dtype)
+        with torch.inference_mode():
+            # The codec is mono: stereo checkpoints interleave per-channel codebooks (L0 R0 L1 R1 ...), as
+            # transformers' own audio-prompt path does. Residual quantisers past the decoder's codebooks
+            # only refine the first ones (which they leave unchanged), and the decoder does not model them.
+            encoded = [codec.encode(samples[None, c : c + 1]) for c in range(self.channels)]
+        # Scales exist only for normalising codecs, which MusicGen's are not; decoding ignores them.
+        assert all(e.audio_scales == [None] for e in encoded), "MusicGen's codec must not normalise"
+        codes = torch.stack([e.audio_codes[0, 0, :per_channel] for e in encoded], dim=1)
+        assert codes.shape[0] == per_channel, f"codec gave {codes.shape[0]} < {per_channel} codebooks"
+        return codes.reshape(per_channel * self.channels, -1)
+
+    def _continue_waveforms(
+        self,
+        prompts: list[str],
+        codes: torch.Tensor,
+        num_samples: int,
+        guidance_scale: float,
+        sampler: _RowSampler,
+    ) -> torch.Tensor:
+        """Decoded audio `[B, C, T']`, T' >= `num_samples`, continuing `codes` `[B * K, S]`."""
+        frames = _frames_to_generate(num_samples, self._hop_length, self._delay_steps)
+        # The codes fill the first S frames; the delay pattern forces each codebook's prompt codes.
+        steps = frames - codes.shape[-1] + self._delay_steps
+        config = _decoding_config(self._model.generation_config, guidance_scale, steps)
+        inputs = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        with torch.inference_mode():
+            return cast(
+                torch.Tensor,
+                self._model.generate(
+                    **inputs,
+                    decoder_input_ids=codes,
+                    generation_config=config,
+                    logits_processor=_SamplerLastList([sampler]),
+                ),
+            )
