@@ -14,6 +14,7 @@ from deployments.runner import JobRunner
 from deployments.separation import SeparationDeployment
 from deployments.tts import TTSDeployment
 from deployments.vad import VADDeployment
+from deployments.voice_clone import VoiceCloneDeployment
 
 Device = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -34,6 +35,8 @@ class AppArgs(BaseModel):
     speaker_model_uri: str = Field(default="pkg://resemblyzer", min_length=1)
     speaker_device: str = Device
     tts_model_uri: str = Field(default="pkg://hibari-tts", min_length=1)
+    voice_clone_model_uri: str = Field(default="hf://sesame/csm-1b", min_length=1)
+    voice_clone_device: str = Device
 
 
 def build_app(args: dict[str, object]) -> Application:
@@ -49,6 +52,9 @@ def build_app(args: dict[str, object]) -> Application:
         ),
         "VAD": vad,
         "TTS": TTSDeployment.bind(config.tts_model_uri),  # type: ignore[attr-defined]
+        "VoiceClone": VoiceCloneDeployment.bind(  # type: ignore[attr-defined]
+            config.voice_clone_model_uri, config.voice_clone_device
+        ),
         "Diarizer": DiarizerDeployment.bind(  # type: ignore[attr-defined]
             vad, config.speaker_model_uri, config.speaker_device
         ),

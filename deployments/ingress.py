@@ -9,6 +9,8 @@ the other deployments through their handles.
 
 import asyncio
 import logging
+import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import File, Form, Header, Query, Request, UploadFile
@@ -17,8 +19,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments import analysis_routes as analysis
+from deployments import voices
 from deployments.api import Authorized, app, settings
-from deployments.audio_inputs import UploadInfo, load_upload, store_upload, upload_info
+from deployments.audio_inputs import UploadInfo, decode_input, load_upload, store_upload, upload_info
 from deployments.http_errors import ApiError
 from deployments.schemas import JobList, JobView, ModelsView, job_view
 from deployments.speech import (
@@ -29,7 +32,7 @@ from deployments.speech import (
     sentences_audio,
 )
 from deployments.transcripts import Granularity, ResponseFormat
-from infra.audio import AudioFormat
+from infra.audio import Audio, AudioFormat
 from infra.jobs import (
     IdempotencyConflictError,
     JobFinishedError,
@@ -46,6 +49,7 @@ from pipelines.pitch_shift import PITCH_SHIFT_JOB, PitchShiftJobRequest
 from pipelines.separation import SEPARATE_JOB, SeparateJobRequest
 
 logger = logging.getLogger(__name__)
+VOICE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 FileField = Annotated[UploadFile | None, File(description="An audio file (WAV, FLAC, OGG, MP3).")]
 UploadIdField = Annotated[str | None, Form(pattern="^[0-9a-f]{32}$", description="Instead of `file`.")]
@@ -303,16 +307,56 @@ class Ingress:
 
     @app.post("/v1/audio/speech", tags=["audio"], dependencies=[Authorized])
     async def create_speech(self, body: SpeechRequest) -> StreamingResponse:
-        """OpenAI-compatible text to speech in a stock voice, streamed sentence by sentence (FLAC whole)."""
+        """OpenAI-compatible text to speech in a stock voice or a registered `voice_id`, streamed sentence
+        by sentence (WAV, PCM; MP3 and FLAC when complete)."""
         if body.model not in SPEECH_MODELS:
             raise ApiError(422, "unknown_model", f"model {body.model!r}; use one of {sorted(SPEECH_MODELS)}")
-        voices = await self.models["TTS"].voices.remote()
-        if body.voice not in voices:
-            raise ApiError(422, "unknown_voice", f"voice {body.voice!r} is not one of {voices}")
-        stream = sentences_audio(self.models["TTS"], body)
+        stream = sentences_audio(await self._voice(body), body.input)
         try:
             first = await anext(stream)  # bad input fails here, before the response starts
         except (ValueError, StopAsyncIteration) as e:
             raise ApiError(422, "invalid_input", str(e) or "nothing to say in `input`") from e
         media_type = MEDIA_TYPES[body.response_format]
         return StreamingResponse(encoded_stream(body, first, stream), media_type=media_type)
+
+    async def _voice(self, body: SpeechRequest) -> Callable[[str], Awaitable[Audio]]:
+        """How to speak one sentence in `body.voice`: a registered (cloned) voice or a stock one."""
+        if VOICE_ID.match(body.voice):
+            if body.speed != 1.0:
+                raise ApiError(422, "invalid_input", "speed is only supported for stock voices")
+            reference = await asyncio.to_thread(voices.load_reference, self.storage, body.voice)
+            return lambda piece: self.models["VoiceClone"].synthesize.remote(piece, reference)
+        stock = await self.models["TTS"].voices.remote()
+        if body.voice not in stock:
+            raise ApiError(
+                422, "unknown_voice", f"voice {body.voice!r} is neither one of {stock} nor a voice_id"
+            )
+        return lambda piece: self.models["TTS"].synthesize.remote(piece, body.voice, body.speed)
+
+    @app.post("/v1/voices", status_code=201, tags=["voices"], dependencies=[Authorized])
+    async def register_voice(
+        self,
+        file: Annotated[UploadFile, File(description="A 5 to 30 s reference clip of the voice.")],
+        name: Annotated[str, Form(min_length=1, max_length=100)] = "voice",
+        transcript: Annotated[str | None, Form(max_length=2000)] = None,
+    ) -> voices.VoiceProfile:
+        """Register a voice for cloning; without `transcript` the ASR deployment writes it."""
+        audio = await asyncio.to_thread(decode_input, await file.read(), self.settings)
+        source = "given"
+        if transcript is None or not transcript.strip():
+            result = await self.models["ASR"].transcribe.remote(audio, None, False)
+            transcript, source = result.text, (await self.models["ASR"].info.remote())["model_id"]
+        reference = voices.validated_reference(audio, transcript or "")
+        return await asyncio.to_thread(voices.save_voice, self.storage, name, reference, source)
+
+    @app.get("/v1/voices", tags=["voices"], dependencies=[Authorized])
+    async def list_voices(self) -> dict[str, Any]:
+        """Stock voices (names) and registered voices (profiles)."""
+        stock = await self.models["TTS"].voices.remote()
+        registered = await asyncio.to_thread(voices.list_profiles, self.storage)
+        return {"stock": stock, "registered": [p.model_dump() for p in registered]}
+
+    @app.delete("/v1/voices/{voice_id}", status_code=204, tags=["voices"], dependencies=[Authorized])
+    async def delete_voice(self, voice_id: str) -> Response:
+        await asyncio.to_thread(voices.delete_voice, self.storage, voice_id)
+        return Response(status_code=204)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from ray.serve.handle import DeploymentHandle
 
 from infra.audio import Audio, encode
 from models.tts import split_sentences
@@ -26,7 +25,7 @@ MAX_INPUT_CHARS = 4096
 
 
 class SpeechRequest(BaseModel):
-    """OpenAI's speech request. `voice` is a stock voice name (GET /v1/models lists them)."""
+    """OpenAI's speech request. `voice`: a stock voice name or a registered `voice_id` (GET /v1/voices)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -58,11 +57,10 @@ def streaming_wav_header(sample_rate: int) -> bytes:
     )
 
 
-async def sentences_audio(tts: DeploymentHandle, request: SpeechRequest) -> AsyncIterator[Audio]:
+async def sentences_audio(synthesize: Callable[[str], Awaitable[Audio]], text: str) -> AsyncIterator[Audio]:
     """Synthesize sentence by sentence, all sent at once (they may land on different replicas), yielded
     in order as soon as each is ready."""
-    pieces = split_sentences(request.input)
-    calls = [tts.synthesize.remote(piece, request.voice, request.speed) for piece in pieces]
+    calls = [synthesize(piece) for piece in split_sentences(text)]
     for call in calls:
         yield await call
 

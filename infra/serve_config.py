@@ -27,6 +27,7 @@ LOCAL_MODEL_URIS: dict[str, str] = {
     "vad_model_uri": "pkg://silero-vad",
     "speaker_model_uri": "pkg://resemblyzer",
     "tts_model_uri": "pkg://hibari-tts",
+    "voice_clone_model_uri": "debug",
 }
 APP_NAME = "soundstage"
 

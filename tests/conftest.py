@@ -1,7 +1,8 @@
 """Shared fixtures: the embedded S3 server over real HTTP, and one real local Ray cluster with the app.
 
-The Ray cluster is started with one *logical* GPU (`num_gpus=1`), so the MusicGen deployment's
-0.25 GPU share from serve_config.yaml is really placed by Ray, on a machine that has no GPU.
+The Ray cluster is started with two *logical* GPUs (`num_gpus=2`), so the fractional GPU shares
+of serve_config.yaml (0.25 for MusicGen, ASR, Separation, VoiceClone; 0.125 for the Diarizer) are
+really placed by Ray, on a machine that has no GPU.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def stack(s3: EmbeddedS3) -> Iterator[object]:
 
     saved = dict(os.environ)
     os.environ.update({**s3.env, **TEST_ENV})
-    options = LocalStackOptions(port=free_port(), logical_gpus=1, num_cpus=2)
+    options = LocalStackOptions(port=free_port(), logical_gpus=2, num_cpus=2)
     local = LocalStack(options)
     try:
         local.start()
