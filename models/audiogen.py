@@ -60,8 +60,8 @@ from transformers import (
 )
 from transformers.models.encodec.modeling_encodec import EncodecConvTranspose1d
 
-from models.common import DEBUG_URI, ModelLoadingError, WeightsKind
-from models.musicgen import WEIGHTS_CONFIG_KEY, MusicGen, _debug_config, _env_flag
+from models.common import DEBUG_URI, ModelLoadingError, WeightsKind, hub_offline
+from models.musicgen import WEIGHTS_CONFIG_KEY, MusicGen, _debug_config
 
 logger = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ def _debug_text_encoder(width: int) -> tuple[PreTrainedModel, PreTrainedTokenize
 
 
 def _pretrained_text_encoder(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
+    offline = hub_offline()
     try:
         model = T5EncoderModel.from_pretrained(source, use_safetensors=True, local_files_only=offline)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)

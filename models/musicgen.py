@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self, cast, get_args
@@ -34,14 +32,22 @@ from transformers import (
 from transformers.models.encodec.modeling_encodec import EncodecEuclideanCodebook
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, WeightsKind, resolve_device
+from models.common import (
+    DEBUG_URI,
+    ModelInfo,
+    ModelLoadingError,
+    WeightsKind,
+    folder_or_hub_id,
+    hub_offline,
+    prompt_seeds,
+    resolve_device,
+)
 
 logger = logging.getLogger(__name__)
 
 # Saved in config.json, so a saved debug model is still reported as debug-random when loaded back.
 WEIGHTS_CONFIG_KEY = "soundstage_weights"
 _DEBUG_TORCH_SEED = 0
-_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 def _debug_config(
@@ -114,17 +120,13 @@ def _dtype_for(device: str) -> torch.dtype:
     return torch.float16 if device.startswith("cuda") else torch.float32
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").upper() in _TRUE_VALUES
-
-
 def _load_weights(
     source: str, dtype: torch.dtype, cache_dir: Path | None, revision: str | None, name: str = "MusicGen"
 ) -> tuple[MusicgenForConditionalGeneration, PreTrainedTokenizerBase]:
     """Model (safetensors only) and tokenizer from a folder or hub id; failures raise ModelLoadingError."""
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it at call time too, so that an offline
     # process fails at once instead of retrying the network for half a minute.
-    offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
+    offline = hub_offline()
     options: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision, "local_files_only": offline}
     try:
         model = MusicgenForConditionalGeneration.from_pretrained(
@@ -137,16 +139,6 @@ def _load_weights(
             f"offline={offline}, safetensors only): {e}"
         ) from e
     return model, tokenizer
-
-
-def _folder_or_hub_id(uri: str) -> str:
-    """`uri` itself for a hub id, the expanded path for an existing folder; a missing folder raises."""
-    folder = Path(uri).expanduser()
-    if folder.is_dir():
-        return str(folder)
-    if uri.startswith(("/", ".", "~")):
-        raise ModelLoadingError(f"model folder {uri!r} does not exist (and it is no hub id)")
-    return uri
 
 
 def _weights_kind(model: MusicgenForConditionalGeneration) -> WeightsKind:
@@ -197,18 +189,6 @@ class _SamplerLastList(LogitsProcessorList):
     def append(self, processor: LogitsProcessor) -> None:
         assert self, "the sampler must be in the list before anything is appended"
         self.insert(len(self) - 1, processor)
-
-
-def _prompt_seeds(count: int, seed: int | None, seeds: Sequence[int] | None) -> list[int]:
-    if seed is not None and seeds is not None:
-        raise ValueError("pass either seed or seeds, not both")
-    if seeds is not None:
-        if len(seeds) != count:
-            raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
-        return [int(s) for s in seeds]
-    if seed is not None:
-        return [int(seed)] * count
-    return [secrets.randbits(63) for _ in range(count)]
 
 
 def _validate_settings(
@@ -305,7 +285,7 @@ class MusicGen:
             model, tokenizer = _build_debug(cls._tiny_config())
             info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
         else:
-            source = _folder_or_hub_id(uri)
+            source = folder_or_hub_id(uri)
             model, tokenizer = _load_weights(source, _dtype_for(device), cache_dir, revision, cls.__name__)
             info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(model))
         fields = {"model": info.model_id, "weights": info.weights, "device": device}
@@ -369,7 +349,7 @@ class MusicGen:
         if num_samples < 1:
             raise ValueError(f"duration_s={duration_s!r} is shorter than one sample at {self.sample_rate} Hz")
         sampler = _RowSampler(
-            _prompt_seeds(len(prompts), seed, seeds),
+            prompt_seeds(len(prompts), seed, seeds),
             self._model.decoder.num_codebooks,
             temperature=temperature,
             top_k=top_k,
@@ -444,7 +424,7 @@ class MusicGen:
                 f"{prompt_audio.duration_s:.3f} s"
             )
         sampler = _RowSampler(
-            _prompt_seeds(len(prompts), seed, seeds),
+            prompt_seeds(len(prompts), seed, seeds),
             self._model.decoder.num_codebooks,
             temperature=temperature,
             top_k=top_k,

@@ -30,16 +30,21 @@ from transformers import (
 from transformers.audio_utils import chroma_filter_bank
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, resolve_device
+from models.common import (
+    DEBUG_URI,
+    ModelInfo,
+    ModelLoadingError,
+    folder_or_hub_id,
+    hub_offline,
+    prompt_seeds,
+    resolve_device,
+)
 from models.musicgen import (
     WEIGHTS_CONFIG_KEY,
     _decoding_config,
     _dtype_for,
-    _env_flag,
-    _folder_or_hub_id,
     _frames_to_generate,
     _num_samples,
-    _prompt_seeds,
     _randomize_codebooks,
     _RowSampler,
     _SamplerLastList,
@@ -164,7 +169,7 @@ def _load_weights(
 
     Failures raise ModelLoadingError; HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE are read at call time.
     """
-    offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
+    offline = hub_offline()
     options: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision, "local_files_only": offline}
     try:
         model = MusicgenMelodyForConditionalGeneration.from_pretrained(
@@ -219,7 +224,7 @@ class MusicGenMelody:
             chroma = ChromaExtractor()  # the released settings; the debug codec is 32 kHz too
             info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
         else:
-            source = _folder_or_hub_id(uri)
+            source = folder_or_hub_id(uri)
             model, tokenizer, chroma = _load_weights(source, _dtype_for(device), cache_dir, revision)
             info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(cast(Any, model)))
         log_fields = {"model": info.model_id, "weights": info.weights, "device": device}
@@ -284,7 +289,7 @@ class MusicGenMelody:
         features = None if melody is None else self._chroma(melody)
         num_samples = _num_samples(duration_s, self.sample_rate)
         sampler = _RowSampler(
-            _prompt_seeds(len(prompts), seed, seeds),
+            prompt_seeds(len(prompts), seed, seeds),
             self._model.decoder.num_codebooks,
             temperature=temperature,
             top_k=top_k,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast, get_args
@@ -33,7 +31,16 @@ from safetensors import SafetensorError
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
 from infra.audio import Audio
-from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, WeightsKind, resolve_device
+from models.common import (
+    DEBUG_URI,
+    ModelInfo,
+    ModelLoadingError,
+    WeightsKind,
+    folder_or_hub_id,
+    hub_offline,
+    prompt_seeds,
+    resolve_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +49,6 @@ logger = logging.getLogger(__name__)
 # `StableAudioDiTModel.__init__` does not take it.
 WEIGHTS_CONFIG_KEY = "_soundstage_weights"
 _DEBUG_TORCH_SEED = 0
-_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 # The released model's duration conditioning covers 0..512 s; its window is shorter (47.55 s).
 _SECONDS_RANGE = (0, 512)
 
@@ -122,27 +128,11 @@ def _dtype_for(device: str) -> torch.dtype:
     return torch.float16 if device.startswith("cuda") else torch.float32
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").upper() in _TRUE_VALUES
-
-
-def _folder_or_hub_id(uri: str) -> str:
-    """`uri` itself for a hub id, the expanded path for an existing folder; a missing folder raises."""
-    folder = Path(uri).expanduser()
-    if folder.is_dir():
-        return str(folder)
-    if uri.startswith(("/", ".", "~")):
-        raise ModelLoadingError(f"model folder {uri!r} does not exist (and it is no hub id)")
-    return uri
-
-
 def _load_pipeline(
     source: str, dtype: torch.dtype, cache_dir: Path | None, revision: str | None
 ) -> StableAudioPipeline:
     """All six components (safetensors only) from a folder or hub id; failures raise ModelLoadingError."""
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it at call time too, so that an offline
-    # process fails at once instead of retrying the network.
-    offline = _env_flag("HF_HUB_OFFLINE")
+    offline = hub_offline()
     try:
         return StableAudioPipeline.from_pretrained(
             source,
@@ -165,18 +155,6 @@ def _weights_kind(pipeline: StableAudioPipeline) -> WeightsKind:
     if kind not in get_args(WeightsKind):
         raise ModelLoadingError(f"config {WEIGHTS_CONFIG_KEY}={kind!r} is not one of {get_args(WeightsKind)}")
     return cast(WeightsKind, kind)
-
-
-def _prompt_seeds(count: int, seed: int | None, seeds: Sequence[int] | None) -> list[int]:
-    if seed is not None and seeds is not None:
-        raise ValueError("pass either seed or seeds, not both")
-    if seeds is not None:
-        if len(seeds) != count:
-            raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
-        return [int(s) for s in seeds]
-    if seed is not None:
-        return [int(seed)] * count
-    return [secrets.randbits(63) for _ in range(count)]
 
 
 def _validate_settings(
@@ -231,7 +209,7 @@ class StableAudio:
                 pipeline = pipeline.to(dtype=dtype)
             info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
         else:
-            pipeline = _load_pipeline(_folder_or_hub_id(uri), dtype, cache_dir, revision)
+            pipeline = _load_pipeline(folder_or_hub_id(uri), dtype, cache_dir, revision)
             info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(pipeline))
         fields = {"model": info.model_id, "weights": info.weights, "device": device}
         logger.info("loaded Stable Audio", extra=fields)
@@ -281,7 +259,7 @@ class StableAudio:
         if num_samples < 1:
             raise ValueError(f"duration_s={duration_s!r} is shorter than one sample at {self.sample_rate} Hz")
         # CPU generators: the same seed gives the same noise on any device.
-        generators = [torch.Generator().manual_seed(s) for s in _prompt_seeds(len(prompts), seed, seeds)]
+        generators = [torch.Generator().manual_seed(s) for s in prompt_seeds(len(prompts), seed, seeds)]
         negative_prompts = None if negative_prompt is None else [negative_prompt] * len(prompts)
         with torch.inference_mode():
             latents = self._denoise(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import secrets
 import threading
 from collections.abc import Sequence
@@ -47,7 +46,15 @@ from transformers import (
 from transformers.models.mimi.modeling_mimi import MimiEuclideanCodebook
 
 from infra.audio import Audio, AudioError, resample, to_mono, validate
-from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, WeightsKind, resolve_device
+from models.common import (
+    DEBUG_URI,
+    ModelInfo,
+    ModelLoadingError,
+    WeightsKind,
+    folder_or_hub_id,
+    hub_offline,
+    resolve_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +65,6 @@ SILENCE_RMS = 1e-3  # -60 dBFS: a reference quieter than this holds no voice to 
 TOP_K, TEMPERATURE = 50, 0.9
 _SPEAKER = 0
 _DEBUG_TORCH_SEED = 0
-_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 # The special tokens of the CSM tokenizer (Llama 3's, with ids 128002/128003 renamed for audio).
 _BOS, _EOS, _AUDIO, _AUDIO_EOS = "<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"
 
@@ -207,20 +213,6 @@ def _randomize_codebooks(model: CsmForConditionalGeneration) -> None:
             codebook._embed = None  # the cached centroids are derived from embed_sum
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").upper() in _TRUE_VALUES
-
-
-def _folder_or_hub_id(uri: str) -> str:
-    """`uri` itself for a hub id, the expanded path for an existing folder; a missing folder raises."""
-    folder = Path(uri).expanduser()
-    if folder.is_dir():
-        return str(folder)
-    if uri.startswith(("/", ".", "~")):
-        raise ModelLoadingError(f"model folder {uri!r} does not exist (and it is no hub id)")
-    return uri
-
-
 def _load_weights(
     source: str, cache_dir: Path | None, revision: str | None
 ) -> tuple[CsmForConditionalGeneration, CsmProcessor]:
@@ -228,7 +220,7 @@ def _load_weights(
     ModelLoadingError."""
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it at call time too, so that an offline
     # process fails at once instead of retrying the network for half a minute.
-    offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
+    offline = hub_offline()
     options: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision, "local_files_only": offline}
     try:
         model = CsmForConditionalGeneration.from_pretrained(
@@ -308,7 +300,7 @@ class VoiceCloner:
             model, processor = _build_debug()
             info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
         else:
-            model, processor = _load_weights(_folder_or_hub_id(uri), cache_dir, revision)
+            model, processor = _load_weights(folder_or_hub_id(uri), cache_dir, revision)
             info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(model))
         logger.info(
             "loaded CSM voice cloner",
