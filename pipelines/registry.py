@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pipelines.diarize_job import DIARIZE_JOB, DIARIZE_STAGES
-from pipelines.generation import MUSIC_JOB, MUSIC_STAGES
+from pipelines.generation import GENERATION_STAGES, MUSIC_JOB, SFX_JOB
 from pipelines.pitch_shift import PITCH_SHIFT_JOB, PITCH_SHIFT_STAGES
 from pipelines.separation import SEPARATE_JOB, SEPARATION_STAGES
 from pipelines.stages import Stage
 
 PIPELINES: dict[str, tuple[Stage, ...]] = {
-    MUSIC_JOB: MUSIC_STAGES,
+    MUSIC_JOB: GENERATION_STAGES,
+    SFX_JOB: GENERATION_STAGES,
     SEPARATE_JOB: SEPARATION_STAGES,
     PITCH_SHIFT_JOB: PITCH_SHIFT_STAGES,
     DIARIZE_JOB: DIARIZE_STAGES,
