@@ -17,18 +17,15 @@ Run from the repository root:  .venv/bin/python bench/asr.py [--clips 8] [--reps
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import logging
 import os
-import platform
 import re
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_info import load_average, machine
 
 from infra.audio import Audio, resample, to_mono
 from infra.embedded_s3 import free_port
@@ -204,23 +201,6 @@ def report(samples: dict[str, list[float]], audio_s: float) -> list[str]:
     return lines
 
 
-def machine() -> list[str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
-    return [
-        f"date      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"machine   {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-        f"{names[0] if names else platform.processor() or 'unknown CPU'}",
-        f"system    {platform.platform()}, Python {platform.python_version()}",
-        f"versions  {versions}",
-    ]
-
-
-def load_average() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -272,7 +252,7 @@ def stop_stack(stack: LocalStack) -> None:
 
 def main() -> None:
     args = parse_args()
-    print("\n".join(machine()))
+    print("\n".join(machine(PACKAGES)))
     print(f"load avg  {load_average()} (1/5/15 min) at start")
     started = time.perf_counter()
     spoken, clips = speech_clips(StockTTS.from_pretrained(), args.clips)

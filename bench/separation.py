@@ -22,19 +22,16 @@ Run from the repository root:  .venv/bin/python bench/separation.py [--duration-
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import io
 import json
 import logging
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 import torch
+from machine_info import load_average, machine, timed
 
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
@@ -159,12 +157,6 @@ def compare_stems(ours: dict[str, Audio], theirs: dict[str, Audio]) -> str:
     if worst == 0.0:
         return "service stems identical to the bare path's (all 4 stems, every sample)"
     return f"service stems differ from the bare path's by at most {worst:.3g} (float rounding order)"
-
-
-def timed(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def measure_time(model: Demucs, service: SeparationService, reps: int) -> tuple[dict[str, list[float]], str]:
@@ -320,23 +312,6 @@ def memory_report(results: list[dict[str, float]]) -> list[str]:
     return lines
 
 
-def machine() -> list[str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
-    return [
-        f"date      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"machine   {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-        f"{names[0] if names else platform.processor() or 'unknown CPU'}",
-        f"system    {platform.platform()}, Python {platform.python_version()}",
-        f"versions  {versions}",
-    ]
-
-
-def load_average() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -415,7 +390,7 @@ def main() -> None:
         print(json.dumps(child_peak_rss(args.child_peak_rss, args.segment_s, args.overlap_s)))
         return
     plan = Plan(args.duration_s, args.segment_s, args.overlap_s)
-    print("\n".join(machine()))
+    print("\n".join(machine(PACKAGES)))
     print(
         f"work      debug HTDemucs (random weights), generated stereo music at 44.1 kHz; timed input "
         f"{plan.duration_s:g} s in {len(plan.segments())} segments of {plan.segment_s:g} s, overlap "

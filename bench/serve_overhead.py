@@ -18,20 +18,16 @@ Run from the repository root:  .venv/bin/python bench/serve_overhead.py [--reps 
 
 import argparse
 import asyncio
-import importlib.metadata
 import logging
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import torch
+from machine_info import load_average, machine, timed
 from pydantic import BaseModel
 
 from infra.audio import Audio, decode, encode
@@ -127,12 +123,6 @@ class Paths:
         self.client.wait(job["id"], timeout_s=120.0, poll_s=0.05)
 
 
-def timed(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def measure(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, list[float]]:
     """Seconds per call; the paths take turns so that drifting background load hits them alike."""
     for _ in range(warmup):
@@ -153,23 +143,6 @@ def same_audio(paths: Paths) -> str:
         return "identical samples on all three paths"
     worst = max(float(np.max(np.abs(reference - other))) for other in others)
     return f"samples differ between paths (max |diff| {worst:.3g})"
-
-
-def machine() -> list[str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
-    return [
-        f"date      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"machine   {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-        f"{names[0] if names else platform.processor() or 'unknown CPU'}",
-        f"system    {platform.platform()}, Python {platform.python_version()}",
-        f"versions  {versions}",
-    ]
-
-
-def load_average() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def report(samples: dict[str, list[float]], labels: dict[str, str]) -> list[str]:
@@ -257,7 +230,7 @@ def run(args: argparse.Namespace, stack: LocalStack, model: MusicGen) -> list[st
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)  # Ray gives each replica OMP_NUM_THREADS=1 (num_cpus < 1): match it here
-    print("\n".join(machine()))
+    print("\n".join(machine(PACKAGES)))
     print(f"work      debug MusicGen, {args.duration_s:g} s clip, seed {args.seed}, 1 torch thread")
     print(f"config    batch_wait_timeout_s {args.batch_wait_s:g}; reps {args.reps}, jobs {args.job_reps}")
     print(f"load avg  {load_average()} (1/5/15 min) at start")

@@ -1,0 +1,36 @@
+"""What every benchmark prints about where it ran, and the small timing helpers they share."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def machine(packages: Sequence[str]) -> list[str]:
+    """Date, CPU model and count, OS, Python and the versions of `packages`, one line each."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages)
+    return [
+        f"date      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine   {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
+        f"{names[0] if names else platform.processor() or 'unknown CPU'}",
+        f"system    {platform.platform()}, Python {platform.python_version()}",
+        f"versions  {versions}",
+    ]
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def timed(call: Callable[[], object]) -> float:
+    """Wall seconds of one call."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
