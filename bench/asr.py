@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from machine_info import load_average, machine
+from machine_info import load_average, machine, stop_stack
 
 from infra.audio import Audio, resample, to_mono
 from infra.embedded_s3 import free_port
@@ -241,13 +241,6 @@ def start_stack(args: argparse.Namespace) -> LocalStack:
         stop_stack(stack)
         raise
     return stack
-
-
-def stop_stack(stack: LocalStack) -> None:
-    import ray
-
-    stack.stop()
-    ray.shutdown()
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""What every benchmark prints about where it ran, and the small timing helpers they share."""
+"""What every benchmark prints about where it ran, and the small helpers they share (timing, teardown)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+from infra.local_stack import LocalStack
 
 
 def machine(packages: Sequence[str]) -> list[str]:
@@ -34,3 +36,11 @@ def timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def stop_stack(stack: LocalStack) -> None:
+    """Tear down the local stack and the Ray the benchmark started itself."""
+    import ray
+
+    stack.stop()
+    ray.shutdown()

@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 import torch
-from machine_info import load_average, machine, timed
+from machine_info import load_average, machine, stop_stack, timed
 
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
@@ -346,13 +346,6 @@ def start_stack(max_replicas: int) -> LocalStack:
         stop_stack(stack)
         raise
     return stack
-
-
-def stop_stack(stack: LocalStack) -> None:
-    import ray
-
-    stack.stop()
-    ray.shutdown()
 
 
 def run_service(args: argparse.Namespace, model: Demucs, plan: Plan) -> list[str]:

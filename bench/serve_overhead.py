@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from machine_info import load_average, machine, timed
+from machine_info import load_average, machine, stop_stack, timed
 from pydantic import BaseModel
 
 from infra.audio import Audio, decode, encode
@@ -196,13 +196,6 @@ def start_stack(batch_wait_s: float) -> LocalStack:
         stop_stack(stack)
         raise
     return stack
-
-
-def stop_stack(stack: LocalStack) -> None:
-    import ray
-
-    stack.stop()
-    ray.shutdown()
 
 
 def run(args: argparse.Namespace, stack: LocalStack, model: MusicGen) -> list[str]:
