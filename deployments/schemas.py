@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from infra.jobs import JobError, JobRecord, JobStatus
+from infra.jobs import JobError, JobRecord, JobStatus, SegmentProgress
 from infra.storage import Storage
 
 
@@ -26,6 +26,7 @@ class JobView(BaseModel):
     status_url: str
     progress: float
     stage: str | None
+    segments: SegmentProgress | None = None
     attempt: int
     cancel_requested: bool
     request: dict[str, Any]
@@ -35,6 +36,37 @@ class JobView(BaseModel):
     created_at: float
     started_at: float | None
     finished_at: float | None
+
+
+class StageReport(BaseModel):
+    index: int
+    name: str
+    attempt: int
+    duration_s: float
+    peak_memory_bytes: int
+    retries: int
+    retried_errors: list[str]
+    segments: int
+    checkpoint_bytes: int
+    objects: dict[str, int]
+    models: dict[str, dict[str, Any]]
+
+
+class JobReport(BaseModel):
+    """`GET /v1/jobs/{id}/report`: where a job's time and memory went, and how it failed if it did."""
+
+    id: str
+    kind: str
+    status: JobStatus
+    attempt: int
+    wall_s: float | None = Field(description="Start of the first attempt to the end (or now).")
+    queued_s: float | None = Field(description="Creation to the first claim.")
+    stage_compute_s: float = Field(description="Sum of the committed stages' durations.")
+    checkpoint_bytes: int
+    weights: dict[str, str | None] = Field(description="Deployment → weights kind it ran with.")
+    debug_weights: list[str] = Field(description="Deployments that ran random-init `debug…` weights.")
+    stages: list[StageReport]
+    failure: JobError | None
 
 
 class JobList(BaseModel):
@@ -87,6 +119,7 @@ def job_view(record: JobRecord, storage: Storage, base_url: str) -> JobView:
         status_url=f"{base_url.rstrip('/')}/v1/jobs/{record.id}",
         progress=round(record.progress, 4),
         stage=record.stage,
+        segments=record.segments,
         attempt=record.attempt,
         cancel_requested=record.cancel_requested,
         request=record.request,
@@ -96,4 +129,31 @@ def job_view(record: JobRecord, storage: Storage, base_url: str) -> JobView:
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
+    )
+
+
+def job_report(record: JobRecord, now: float) -> JobReport:
+    stages = [
+        StageReport(
+            **s.model_dump(include=set(StageReport.model_fields) - {"objects", "checkpoint_bytes"}),
+            objects=s.sizes,
+            checkpoint_bytes=sum(s.sizes.values()),
+        )
+        for s in sorted(record.stages, key=lambda s: s.index)
+    ]
+    weights = {name: model.get("weights") for s in stages for name, model in s.models.items()}
+    started = record.started_at
+    return JobReport(
+        id=record.id,
+        kind=record.kind,
+        status=record.status,
+        attempt=record.attempt,
+        wall_s=None if started is None else round((record.finished_at or now) - started, 3),
+        queued_s=None if started is None else round(started - record.created_at, 3),
+        stage_compute_s=round(sum(s.duration_s for s in stages), 3),
+        checkpoint_bytes=sum(s.checkpoint_bytes for s in stages),
+        weights=weights,
+        debug_weights=sorted(name for name, kind in weights.items() if (kind or "").startswith("debug")),
+        stages=stages,
+        failure=record.error,
     )

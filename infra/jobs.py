@@ -70,11 +70,25 @@ class StageRecord(BaseModel):
     manifest_key: str
     fingerprint: str
     objects: dict[str, str] = Field(default_factory=dict, description="object name -> sha256")
+    sizes: dict[str, int] = Field(default_factory=dict, description="object name -> bytes")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="deployment -> model_id, revision, weights of the model it ran"
+    )
     facts: dict[str, Any] = Field(default_factory=dict)
     duration_s: float
     peak_memory_bytes: int
     retries: int = 0
+    retried_errors: list[str] = Field(default_factory=list, description="the transient errors retried")
+    segments: int = 0
     attempt: int
+
+
+class SegmentProgress(BaseModel):
+    """Fan-out progress of the running stage: `done` of `total` segments (or lines) finished."""
+
+    stage: str
+    done: int
+    total: int
 
 
 class JobError(BaseModel):
@@ -95,6 +109,7 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     stage: str | None = None
     progress: float = 0.0
+    segments: SegmentProgress | None = None
     stages: list[StageRecord] = Field(default_factory=list)
     error: JobError | None = None
     result: dict[str, Any] | None = None

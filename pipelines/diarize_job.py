@@ -44,4 +44,4 @@ async def store_turns(ctx: StageContext) -> StageResult:
     return StageResult(facts={"result": {"turns": entry, "num_speakers": body["num_speakers"]}})
 
 
-DIARIZE_STAGES = (Stage("diarize", diarize_stage), Stage("store", store_turns))
+DIARIZE_STAGES = (Stage("diarize", diarize_stage, models=("Diarizer",)), Stage("store", store_turns))

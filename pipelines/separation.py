@@ -44,9 +44,7 @@ async def separate_stems(ctx: StageContext) -> StageResult:
     segments = plan_segments(
         audio.num_samples, audio.sample_rate, segment_s=request.segment_s, overlap_s=request.overlap_s
     )
-    pieces: list[dict[str, Audio]] = await asyncio.gather(
-        *(handle.separate.remote(cut(audio, s)) for s in segments)
-    )
+    pieces: list[dict[str, Audio]] = await ctx.gather(handle.separate.remote(cut(audio, s)) for s in segments)
     stems = {name: join([p[name] for p in pieces], segments, audio.num_samples) for name in pieces[0]}
     if request.mode == "vocals":
         stems = two_stems(stems, keep="vocals")
@@ -78,4 +76,4 @@ def _model(info: dict[str, Any]) -> dict[str, Any]:
     return {key: info[key] for key in ("model_id", "revision", "weights")}
 
 
-SEPARATION_STAGES = (Stage("separate", separate_stems), Stage("store", store_stems))
+SEPARATION_STAGES = (Stage("separate", separate_stems, models=("Separation",)), Stage("store", store_stems))

@@ -9,19 +9,23 @@ manifest matches its fingerprint and whose objects still hash to the manifest.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import resource
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from infra.jobs import JobRecord, JobStore, StageRecord
+from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord
 from infra.storage import ObjectNotFoundError, Storage, check_name, stage_prefix
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+MODEL_KEYS = ("model_id", "revision", "weights")
+SEGMENT_REPORT_INTERVAL_S = 0.5  # at most two job-record writes a second for fan-out progress
 
 
 class JobCancelledError(Exception):
@@ -54,6 +58,9 @@ class StageContext:
     handles: Mapping[str, Any]
     storage: Storage
     outputs: dict[str, StageResult] = field(default_factory=dict)
+    on_segments: Callable[[int, int], Awaitable[None]] | None = None
+    segments_done: int = 0
+    segments_total: int = 0
 
     @property
     def request(self) -> dict[str, Any]:
@@ -65,14 +72,44 @@ class StageContext:
     def facts(self, stage: str) -> Mapping[str, Any]:
         return self.outputs[stage].facts
 
+    async def gather(self, awaitables: Iterable[Awaitable[T]]) -> list[T]:
+        """Like `asyncio.gather` (results in order, the first error propagates), reporting `{done, total}`
+        segment progress of the running stage on the job record as the awaitables finish."""
+        tasks = [asyncio.ensure_future(a) for a in awaitables]
+        total = len(tasks)
+        self.segments_total += total
+        await self._report_segments()
+        for finished in asyncio.as_completed(tasks):
+            try:
+                await finished
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+            self.segments_done += 1
+            await self._report_segments()
+        return [task.result() for task in tasks]
+
+    async def _report_segments(self) -> None:
+        if self.on_segments is not None:
+            await self.on_segments(self.segments_done, self.segments_total)
+
 
 StageFn = Callable[[StageContext], Awaitable[StageResult]]
 
 
 @dataclass(frozen=True)
 class Stage:
+    """`models`: the deployment handles the stage calls; their model id, revision and weights kind join
+    the stage fingerprint, so a checkpoint made with other weights is recomputed, not reused."""
+
     name: str
     run: StageFn
+    models: tuple[str, ...] | Callable[[Mapping[str, Any]], Sequence[str]] = ()
+
+    def model_names(self, request: Mapping[str, Any]) -> Sequence[str]:
+        """The handles this stage calls for `request` (a callable `models` chooses by request)."""
+        return self.models(request) if callable(self.models) else self.models
 
 
 @dataclass(frozen=True)
@@ -84,9 +121,20 @@ class RetryPolicy:
     is_transient: Callable[[BaseException], bool] = lambda e: isinstance(e, (TimeoutError, ConnectionError))
 
 
-def fingerprint(stage: str, request_hash: str, previous: Sequence[StageRecord]) -> str:
-    """Hash of the stage name, the job's request and every earlier stage's object digests."""
-    parts = [stage, request_hash, *(json.dumps(r.objects, sort_keys=True) for r in previous)]
+def fingerprint(
+    stage: str,
+    request_hash: str,
+    previous: Sequence[StageRecord],
+    models: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """Hash of the stage name, the job's request (its parameters), every earlier stage's object digests
+    and the identity (id, revision, weights kind) of each model the stage runs."""
+    parts = [
+        stage,
+        request_hash,
+        json.dumps(models or {}, sort_keys=True),
+        *(json.dumps(r.objects, sort_keys=True) for r in previous),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -114,19 +162,31 @@ class StageRunner:
         self.attempt = job.attempt
         self.ctx = StageContext(job=job, handles=handles, storage=jobs.storage)
         self.retry = retry or RetryPolicy()
+        self._model_infos: dict[str, dict[str, Any]] = {}
+        self._last_segment_report = 0.0
 
     async def run(self, stages: Sequence[Stage]) -> StageContext:
         """Run (or restore) every stage in order; raise `JobCancelledError` / `StageFailedError`."""
         for index, stage in enumerate(stages):
             await self._check_cancel()
             committed = sorted(self.job.stages, key=lambda r: r.index)[:index]
-            expected = fingerprint(stage.name, self.job.request_hash, committed)
+            models = await self._models(stage)
+            expected = fingerprint(stage.name, self.job.request_hash, committed, models)
             restored = await asyncio.to_thread(self._restore, index, stage.name, expected)
             if restored is None:
                 await self._set_stage(stage.name, index / len(stages))
-                restored = await self._run_and_commit(index, stage, expected, len(stages))
+                restored = await self._run_and_commit(index, stage, expected, len(stages), models)
             self.ctx.outputs[stage.name] = restored
         return self.ctx
+
+    async def _models(self, stage: Stage) -> dict[str, dict[str, Any]]:
+        """Model id, revision and weights kind of each deployment the stage calls (asked once a run)."""
+        names = stage.model_names(self.job.request)
+        for name in names:
+            if name not in self._model_infos:
+                info = await self.ctx.handles[name].info.remote()
+                self._model_infos[name] = {key: info.get(key) for key in MODEL_KEYS}
+        return {name: self._model_infos[name] for name in names}
 
     async def _check_cancel(self) -> None:
         record = await asyncio.to_thread(self.jobs.get, self.job.id)
@@ -155,9 +215,12 @@ class StageRunner:
         logger.info("stage restored from checkpoint", extra={"job_id": self.job.id, "stage": name})
         return StageResult(objects=objects, facts=record.facts)
 
-    async def _run_and_commit(self, index: int, stage: Stage, expected: str, total: int) -> StageResult:
+    async def _run_and_commit(
+        self, index: int, stage: Stage, expected: str, total: int, models: dict[str, dict[str, Any]]
+    ) -> StageResult:
         started = time.monotonic()
-        result, retries = await self._run_with_retries(stage)
+        self.ctx.on_segments = functools.partial(self._report_segments, stage.name, index, total)
+        result, errors = await self._run_with_retries(stage)
         record = StageRecord(
             index=index,
             name=stage.name,
@@ -165,30 +228,51 @@ class StageRunner:
             manifest_key=stage_prefix(self.job.id, index, stage.name) + "manifest.json",
             fingerprint=expected,
             objects={check_name(n): sha256(body) for n, body in result.objects.items()},
+            sizes={n: len(body) for n, body in result.objects.items()},
+            models=models,
             facts=dict(result.facts),
             duration_s=time.monotonic() - started,
             peak_memory_bytes=peak_rss_bytes(),
-            retries=retries,
+            retries=len(errors),
+            retried_errors=errors,
+            segments=self.ctx.segments_total,
             attempt=self.attempt,
         )
         await asyncio.to_thread(self._commit, record, result, (index + 1) / total)
         return result
 
-    async def _run_with_retries(self, stage: Stage) -> tuple[StageResult, int]:
+    async def _run_with_retries(self, stage: Stage) -> tuple[StageResult, list[str]]:
+        """The stage's result and the transient errors retried on the way."""
+        errors: list[str] = []
         for retry in range(self.retry.tries):
+            self.ctx.segments_done = self.ctx.segments_total = 0
             try:
-                return await stage.run(self.ctx), retry
+                return await stage.run(self.ctx), errors
             except Exception as e:
                 if not self.retry.is_transient(e):
                     raise StageFailedError(stage.name, _error_code(e), str(e)) from e
+                errors.append(f"{type(e).__name__}: {e}"[:500])
                 if retry + 1 == self.retry.tries:
-                    raise StageFailedError(stage.name, "retries_exhausted", f"{type(e).__name__}: {e}") from e
+                    raise StageFailedError(stage.name, "retries_exhausted", errors[-1]) from e
                 logger.warning(
                     "transient stage failure, retrying",
                     extra={"job_id": self.job.id, "stage": stage.name, "error": repr(e)},
                 )
                 await asyncio.sleep(self.retry.base_s * 2**retry)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _report_segments(self, name: str, index: int, stages: int, done: int, total: int) -> None:
+        """Fan-out progress on the job record: throttled, except the first and the last report."""
+        now = time.monotonic()
+        if 0 < done < total and now - self._last_segment_report < SEGMENT_REPORT_INTERVAL_S:
+            return
+        self._last_segment_report = now
+
+        def mark(record: JobRecord) -> None:
+            record.segments = SegmentProgress(stage=name, done=done, total=total)
+            record.progress = max(record.progress, (index + done / max(total, 1)) / stages)
+
+        self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
 
     def _commit(self, record: StageRecord, result: StageResult, progress: float) -> None:
         """Objects first, then the manifest, then the (fenced) job record."""
@@ -199,6 +283,7 @@ class StageRunner:
         def add(job: JobRecord) -> None:
             job.stages = [s for s in job.stages if s.index != record.index] + [record]
             job.progress = max(job.progress, progress)
+            job.segments = None
 
         self.job = self.jobs.update(self.job.id, add, attempt=self.attempt)
         self.ctx.job = self.job

@@ -112,6 +112,7 @@ def test_transient_failures_retry_with_backoff(jobs: JobStore) -> None:
     run(jobs, job, (Stage("flaky", flaky),))
     assert calls["flaky"] == 3
     assert jobs.get(job.id).stages[0].retries == 2
+    assert jobs.get(job.id).stages[0].retried_errors == ["ConnectionError: replica went away"] * 2
 
 
 def test_retries_run_out(jobs: JobStore) -> None:
@@ -154,3 +155,80 @@ def test_superseded_attempt_cannot_commit(jobs: JobStore) -> None:
     with pytest.raises(StaleAttemptError):
         run(jobs, job)
     assert jobs.get(job.id).stages == []
+
+
+class FakeModel:
+    """Test double for a model deployment handle: `info.remote()` and `work.remote(x)` are awaitable."""
+
+    def __init__(self, weights: str) -> None:
+        self.weights = weights
+        self.info = _Method(lambda: {"model_id": "fake/model", "revision": "r1", "weights": self.weights})
+        self.work = _Method(self._work)
+
+    async def _work(self, x: int) -> int:
+        await asyncio.sleep(0.01 * (x % 3))
+        return 2 * x
+
+
+class _Method:
+    def __init__(self, fn: object) -> None:
+        self.fn = fn
+
+    def remote(self, *args: object) -> object:
+        result = self.fn(*args)  # type: ignore[operator]
+        return result if asyncio.iscoroutine(result) else _ready(result)
+
+
+async def _ready(value: object) -> object:
+    return value
+
+
+async def fan_out(ctx: StageContext) -> StageResult:
+    calls["fan_out"] += 1
+    doubled = await ctx.gather(ctx.handles["Fake"].work.remote(x) for x in range(6))
+    return StageResult(objects={"doubled.json": json.dumps(doubled).encode()}, facts={"n": len(doubled)})
+
+
+FAN_OUT = (Stage("fan_out", fan_out, models=("Fake",)),)
+
+
+def run_with(jobs: JobStore, job: JobRecord, handles: dict[str, object]) -> StageContext:
+    return asyncio.run(StageRunner(jobs, job, handles=handles, retry=FAST_RETRY).run(FAN_OUT))
+
+
+def test_gather_keeps_order_and_records_segments_sizes_and_models(jobs: JobStore) -> None:
+    job = claimed_job(jobs)
+    ctx = run_with(jobs, job, {"Fake": FakeModel("debug")})
+    assert json.loads(ctx.object("fan_out", "doubled.json")) == [0, 2, 4, 6, 8, 10]
+    (stage,) = jobs.get(job.id).stages
+    assert stage.segments == 6
+    assert stage.sizes == {"doubled.json": len(json.dumps([0, 2, 4, 6, 8, 10]))}
+    assert stage.models == {"Fake": {"model_id": "fake/model", "revision": "r1", "weights": "debug"}}
+    assert jobs.get(job.id).segments is None  # cleared once the stage committed
+
+
+def test_other_weights_invalidate_the_checkpoint(jobs: JobStore) -> None:
+    job = claimed_job(jobs)
+    run_with(jobs, job, {"Fake": FakeModel("debug")})
+    run_with(jobs, jobs.get(job.id), {"Fake": FakeModel("debug")})
+    assert calls["fan_out"] == 1  # same model: restored
+    run_with(jobs, jobs.get(job.id), {"Fake": FakeModel("pretrained")})
+    assert calls["fan_out"] == 2  # other weights: recomputed
+
+
+def test_gather_reports_segment_progress(jobs: JobStore) -> None:
+    job = claimed_job(jobs)
+    seen: list[tuple[int, int, float]] = []
+    original = jobs.update
+
+    def spy(job_id: str, mutate: object, *, attempt: int | None = None) -> JobRecord:
+        record = original(job_id, mutate, attempt=attempt)  # type: ignore[arg-type]
+        if record.segments is not None:
+            seen.append((record.segments.done, record.segments.total, record.progress))
+        return record
+
+    jobs.update = spy  # type: ignore[method-assign]
+    run_with(jobs, job, {"Fake": FakeModel("debug")})
+    assert seen[0][:2] == (0, 6)
+    assert seen[-1][:2] == (6, 6)
+    assert [p for _, _, p in seen] == sorted(p for _, _, p in seen)
