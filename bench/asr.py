@@ -17,7 +17,6 @@ Run from the repository root:  .venv/bin/python bench/asr.py [--clips 8] [--reps
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import time
@@ -25,11 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from machine_info import load_average, machine, stop_stack
+from machine_info import load_average, machine, start_quiet_stack, stop_stack
 
 from infra.audio import Audio, resample, to_mono
 from infra.embedded_s3 import free_port
-from infra.local_stack import LocalStack, LocalStackOptions, enable_ray_token_auth
+from infra.local_stack import LocalStack, LocalStackOptions
 from infra.serve_config import APP_NAME
 from models.tts import StockTTS
 from models.whisper import Transcript, Whisper
@@ -222,11 +221,6 @@ def parse_args() -> argparse.Namespace:
 
 
 def start_stack(args: argparse.Namespace) -> LocalStack:
-    """Ray (replica logs kept off this console), the embedded S3 and the soundstage app."""
-    enable_ray_token_auth()  # Ray reads RAY_AUTH_MODE when it is first imported
-    import ray
-
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     asr_config: dict[str, Any] = {
         "max_batch_size": args.max_batch_size,
         "batch_wait_timeout_s": args.batch_wait_s,
@@ -234,13 +228,7 @@ def start_stack(args: argparse.Namespace) -> LocalStack:
     options = LocalStackOptions(
         port=free_port(), max_replicas=args.max_replicas, user_configs={"ASR": asr_config}
     )
-    stack = LocalStack(options)
-    try:
-        stack.start()
-    except BaseException:
-        stop_stack(stack)
-        raise
-    return stack
+    return start_quiet_stack(options)
 
 
 def main() -> None:

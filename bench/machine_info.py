@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infra.local_stack import LocalStack
+from infra.local_stack import LocalStack, LocalStackOptions, enable_ray_token_auth
 
 
 def machine(packages: Sequence[str]) -> list[str]:
@@ -36,6 +36,24 @@ def timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def start_quiet_stack(options: LocalStackOptions) -> LocalStack:
+    """Ray with replica logs kept off the console (they would break up the tables), the embedded S3
+    and the soundstage app; everything is torn down again if the start fails."""
+    enable_ray_token_auth()  # Ray reads RAY_AUTH_MODE when it is first imported
+    import logging
+
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    stack = LocalStack(options)
+    try:
+        stack.start()
+    except BaseException:
+        stop_stack(stack)
+        raise
+    return stack
 
 
 def stop_stack(stack: LocalStack) -> None:
