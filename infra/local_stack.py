@@ -24,6 +24,7 @@ class LocalStackOptions:
     logical_gpus: int = 0
     local_cpus: float = 0.05
     max_replicas: int = 2
+    min_replicas: int = 1
     model_uris: dict[str, str] = field(default_factory=dict)
     user_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -70,6 +71,7 @@ class LocalStack:
             local_cpus=self.options.local_cpus,
             keep_gpu_shares=self.options.logical_gpus > 0,
             max_replicas=self.options.max_replicas,
+            min_replicas=self.options.min_replicas,
             model_uris=self.options.model_uris,
             user_configs=self.options.user_configs,
         )

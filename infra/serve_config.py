@@ -4,7 +4,7 @@ The local profile is the production config with these documented overrides (READ
 - HTTP on 127.0.0.1 (a chosen port), proxy on the head node only;
 - every replica asks for `local_cpus` CPUs (default 0.05: two replicas of everything fit 2 cores);
 - GPU shares become 0 unless `keep_gpu_shares` (tests start Ray with a logical GPU to place them);
-- autoscaling capped at `max_replicas` (default 2), starting from one replica;
+- autoscaling between `min_replicas` (default 1, also the initial count) and `max_replicas` (default 2);
 - model URIs become the offline ones in `LOCAL_MODEL_URIS`, devices `cpu`;
 - `SOUNDSTAGE_*` settings (e.g. the embedded S3 endpoint) travel in the app's `runtime_env`.
 """
@@ -65,6 +65,7 @@ def local_profile(
     local_cpus: float = 0.05,
     keep_gpu_shares: bool = False,
     max_replicas: int = 2,
+    min_replicas: int = 1,
     model_uris: dict[str, str] | None = None,
     user_configs: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def local_profile(
         env_vars = {**app.get("runtime_env", {}).get("env_vars", {}), **env}
         app["runtime_env"] = {**app.get("runtime_env", {}), "env_vars": env_vars}
         for deployment in app.get("deployments", []):
-            _localize_deployment(deployment, local_cpus, keep_gpu_shares, max_replicas)
+            _localize_deployment(deployment, local_cpus, keep_gpu_shares, (min_replicas, max_replicas))
             extra = (user_configs or {}).get(deployment["name"])
             if extra:
                 deployment["user_config"] = {**deployment.get("user_config", {}), **extra}
@@ -96,7 +97,7 @@ def _local_args(args: dict[str, Any], model_uris: dict[str, str] | None) -> dict
 
 
 def _localize_deployment(
-    deployment: dict[str, Any], local_cpus: float, keep_gpu_shares: bool, max_replicas: int
+    deployment: dict[str, Any], local_cpus: float, keep_gpu_shares: bool, replicas: tuple[int, int]
 ) -> None:
     options = deployment.setdefault("ray_actor_options", {})
     options["num_cpus"] = local_cpus
@@ -104,9 +105,9 @@ def _localize_deployment(
         options["num_gpus"] = 0
     autoscaling = deployment.get("autoscaling_config")
     if autoscaling:
-        autoscaling["min_replicas"] = 1
-        autoscaling["initial_replicas"] = 1
-        autoscaling["max_replicas"] = max(1, max_replicas)
+        low, high = max(1, replicas[0]), max(1, replicas[0], replicas[1])
+        autoscaling["min_replicas"] = autoscaling["initial_replicas"] = low
+        autoscaling["max_replicas"] = high
         autoscaling["upscale_delay_s"] = min(autoscaling.get("upscale_delay_s", 5), 5)
 
 
