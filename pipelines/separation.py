@@ -44,7 +44,7 @@ async def separate_stems(ctx: StageContext) -> StageResult:
     segments = plan_segments(
         audio.num_samples, audio.sample_rate, segment_s=request.segment_s, overlap_s=request.overlap_s
     )
-    pieces: list[dict[str, Audio]] = await ctx.gather(handle.separate.remote(cut(audio, s)) for s in segments)
+    pieces: list[dict[str, Audio]] = await ctx.map(lambda s: handle.separate.remote(cut(audio, s)), segments)
     stems = {name: join([p[name] for p in pieces], segments, audio.num_samples) for name in pieces[0]}
     if request.mode == "vocals":
         stems = two_stems(stems, keep="vocals")

@@ -24,6 +24,7 @@ from infra.storage import ObjectNotFoundError, Storage, check_name, stage_prefix
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+U = TypeVar("U")
 MODEL_KEYS = ("model_id", "revision", "weights")
 SEGMENT_REPORT_INTERVAL_S = 0.5  # at most two job-record writes a second for fan-out progress
 
@@ -58,9 +59,11 @@ class StageContext:
     handles: Mapping[str, Any]
     storage: Storage
     outputs: dict[str, StageResult] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy())
     on_segments: Callable[[int, int], Awaitable[None]] | None = None
     segments_done: int = 0
     segments_total: int = 0
+    retried_errors: list[str] = field(default_factory=list)
 
     @property
     def request(self) -> dict[str, Any]:
@@ -89,6 +92,23 @@ class StageContext:
             self.segments_done += 1
             await self._report_segments()
         return [task.result() for task in tasks]
+
+    async def map(self, call: Callable[[U], Awaitable[T]], items: Iterable[U]) -> list[T]:
+        """`[await call(item) for item in items]`, run concurrently with progress as in `gather`; an item
+        whose call fails transiently (its replica died) is retried on its own with backoff, so a fan-out
+        that loses a replica redoes only the segments that were on it."""
+        return await self.gather(self._retrying(call, item) for item in items)
+
+    async def _retrying(self, call: Callable[[U], Awaitable[T]], item: U) -> T:
+        for attempt in range(self.retry.tries):
+            try:
+                return await call(item)
+            except Exception as e:
+                if not self.retry.is_transient(e) or attempt + 1 == self.retry.tries:
+                    raise
+                self.retried_errors.append(describe(e))
+                await asyncio.sleep(self.retry.base_s * 2**attempt)
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _report_segments(self) -> None:
         if self.on_segments is not None:
@@ -138,6 +158,11 @@ def fingerprint(
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def describe(error: BaseException) -> str:
+    """One bounded line for an error in a job record."""
+    return f"{type(error).__name__}: {error}"[:500]
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -160,8 +185,8 @@ class StageRunner:
         self.jobs = jobs
         self.job = job
         self.attempt = job.attempt
-        self.ctx = StageContext(job=job, handles=handles, storage=jobs.storage)
         self.retry = retry or RetryPolicy()
+        self.ctx = StageContext(job=job, handles=handles, storage=jobs.storage, retry=self.retry)
         self._model_infos: dict[str, dict[str, Any]] = {}
         self._last_segment_report = 0.0
 
@@ -234,7 +259,7 @@ class StageRunner:
             duration_s=time.monotonic() - started,
             peak_memory_bytes=peak_rss_bytes(),
             retries=len(errors),
-            retried_errors=errors,
+            retried_errors=errors[-20:],
             segments=self.ctx.segments_total,
             attempt=self.attempt,
         )
@@ -242,16 +267,19 @@ class StageRunner:
         return result
 
     async def _run_with_retries(self, stage: Stage) -> tuple[StageResult, list[str]]:
-        """The stage's result and the transient errors retried on the way."""
+        """The stage's result and the transient errors retried on the way (whole stage or one segment)."""
         errors: list[str] = []
         for retry in range(self.retry.tries):
             self.ctx.segments_done = self.ctx.segments_total = 0
+            self.ctx.retried_errors = []
             try:
-                return await stage.run(self.ctx), errors
+                result = await stage.run(self.ctx)
+                return result, errors + self.ctx.retried_errors
             except Exception as e:
+                errors += self.ctx.retried_errors
                 if not self.retry.is_transient(e):
                     raise StageFailedError(stage.name, _error_code(e), str(e)) from e
-                errors.append(f"{type(e).__name__}: {e}"[:500])
+                errors.append(describe(e))
                 if retry + 1 == self.retry.tries:
                     raise StageFailedError(stage.name, "retries_exhausted", errors[-1]) from e
                 logger.warning(

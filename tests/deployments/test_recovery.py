@@ -2,9 +2,10 @@
 
 - A runner replica dies: its lease expires, another replica re-claims the job (attempt 2, the fence)
   and finishes it.
-- A model replica dies in the middle of a fanned-out stage: the stage's calls fail with a Ray actor
-  error, which is transient, so the stage is retried (the report names the error) while Serve starts a
-  replacement replica, and the job succeeds with the same result as an undisturbed run.
+- A model replica dies in the middle of a fanned-out stage: the calls that were on it fail with a Ray
+  actor error, which is transient, so just those segments are retried (the report names the error)
+  while Serve starts a replacement replica, and the job succeeds with the same result as an
+  undisturbed run.
 """
 
 from __future__ import annotations

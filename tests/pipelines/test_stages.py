@@ -232,3 +232,37 @@ def test_gather_reports_segment_progress(jobs: JobStore) -> None:
     assert seen[0][:2] == (0, 6)
     assert seen[-1][:2] == (6, 6)
     assert [p for _, _, p in seen] == sorted(p for _, _, p in seen)
+
+
+def test_map_retries_only_the_failed_segment(jobs: JobStore) -> None:
+    seen: Counter[int] = Counter()
+
+    async def flaky_double(x: int) -> int:
+        seen[x] += 1
+        if x == 3 and seen[x] == 1:
+            raise ConnectionError("replica died")
+        return 2 * x
+
+    async def mapped(ctx: StageContext) -> StageResult:
+        calls["mapped"] += 1
+        return StageResult(facts={"doubled": await ctx.map(flaky_double, range(5))})
+
+    job = claimed_job(jobs)
+    ctx = run(jobs, job, (Stage("mapped", mapped),))
+    assert ctx.facts("mapped") == {"doubled": [0, 2, 4, 6, 8]}
+    assert calls["mapped"] == 1 and seen == Counter({0: 1, 1: 1, 2: 1, 3: 2, 4: 1})
+    (stage,) = jobs.get(job.id).stages
+    assert stage.retries == 1 and stage.retried_errors == ["ConnectionError: replica died"]
+
+
+def test_map_gives_up_on_invalid_input(jobs: JobStore) -> None:
+    async def picky(x: int) -> int:
+        calls["picky"] += 1
+        raise ValueError(f"bad segment {x}")
+
+    async def mapped(ctx: StageContext) -> StageResult:
+        return StageResult(facts={"out": await ctx.map(picky, [7])})
+
+    with pytest.raises(StageFailedError) as failure:
+        run(jobs, claimed_job(jobs), (Stage("mapped", mapped),))
+    assert calls["picky"] == 1 and failure.value.code == "invalid_input"
