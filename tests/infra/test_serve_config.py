@@ -77,7 +77,9 @@ def test_local_profile_can_pin_replica_counts(production: dict[str, Any]) -> Non
     local = local_profile(production, port=8123, env=ENV, min_replicas=2, max_replicas=2)
     for deployment in _deployments(local):
         autoscaling = deployment["autoscaling_config"]
-        assert autoscaling["min_replicas"] == autoscaling["initial_replicas"] == autoscaling["max_replicas"] == 2
+        assert (
+            autoscaling["min_replicas"] == autoscaling["initial_replicas"] == autoscaling["max_replicas"] == 2
+        )
 
 
 def test_local_profile_leaves_production_config_untouched(production: dict[str, Any]) -> None:
