@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from infra.local_stack import LocalStack, LocalStackOptions, enable_ray_token_auth
+if TYPE_CHECKING:  # imported lazily below: bench/generation.py --device-only must run without Ray or boto3
+    from infra.local_stack import LocalStack, LocalStackOptions
 
 
 def machine(packages: Sequence[str]) -> list[str]:
@@ -41,6 +43,8 @@ def timed(call: Callable[[], object]) -> float:
 def start_quiet_stack(options: LocalStackOptions) -> LocalStack:
     """Ray with replica logs kept off the console (they would break up the tables), the embedded S3
     and the soundstage app; everything is torn down again if the start fails."""
+    from infra.local_stack import LocalStack, enable_ray_token_auth
+
     enable_ray_token_auth()  # Ray reads RAY_AUTH_MODE when it is first imported
     import logging
 

@@ -72,14 +72,43 @@ def _parser() -> argparse.ArgumentParser:
     convert = models_sub.add_parser(
         "convert", help="turn a released checkpoint into safetensors + config (run once, on trusted files)"
     )
-    convert.add_argument("family", choices=["demucs"])
-    convert.add_argument("checkpoint", type=Path, help="e.g. a demucs .th file")
-    convert.add_argument("out_dir", type=Path)
+    _add_convert_arguments(convert)
     convert.set_defaults(func=cmd_models_convert)
     pull = models_sub.add_parser("pull", help="sync an s3:// model into the local cache")
     pull.add_argument("uri")
     pull.set_defaults(func=cmd_models_pull)
     return parser
+
+
+def _add_convert_arguments(convert: argparse.ArgumentParser) -> None:
+    convert.add_argument("family", choices=["demucs", "audiogen"])
+    convert.add_argument(
+        "checkpoint",
+        type=Path,
+        help="demucs: a .th file (always unpickled: trusted files only); audiogen: a folder holding "
+        "audiocraft's state_dict.bin + compression_state_dict.bin, or the state_dict.bin file",
+    )
+    convert.add_argument("out_dir", type=Path, help="the folder to write (transformers layout for audiogen)")
+    convert.add_argument(
+        "--compression",
+        type=Path,
+        default=None,
+        help="audiogen: the compression_state_dict.bin (default: beside state_dict.bin)",
+    )
+    convert.add_argument(
+        "--text-encoder",
+        default=None,
+        help="audiogen: T5 hub id or folder (default: the one the config names, t5-large), or 'debug'",
+    )
+    convert.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="audiogen: also accept files that need full unpickling (a pickled omegaconf config); this "
+        "EXECUTES CODE FROM THE FILE, so use it on trusted files only (default: tensors and plain data only)",
+    )
+    convert.add_argument(
+        "--push", metavar="s3://bucket/prefix", default=None, help="then upload the folder to the model store"
+    )
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:
@@ -185,11 +214,49 @@ def cmd_models_push(args: argparse.Namespace) -> int:
 
 
 def cmd_models_convert(args: argparse.Namespace) -> int:
+    """Exit 2 with a one-line reason when the input cannot be converted (missing file, wrong layout)."""
     # The CLI is the one place outside models/ that reaches into a wrapper: conversion is an offline tool.
+    from infra.audiocraft_checkpoint import CheckpointFileError
+    from models.common import ModelLoadingError
+
+    given = {"--compression": args.compression, "--text-encoder": args.text_encoder}
+    misplaced = [flag for flag, value in given.items() if value is not None]
+    misplaced += ["--trust-pickle"] if args.trust_pickle else []
+    if args.family != "audiogen" and misplaced:
+        return _bad_input(f"{', '.join(misplaced)} only apply to audiogen")
+    if args.push is not None and not args.push.startswith("s3://"):
+        return _bad_input(f"--push takes s3://bucket/prefix, not {args.push!r}")
+    try:
+        out_dir = _convert_demucs(args) if args.family == "demucs" else _convert_audiogen(args)
+    except (CheckpointFileError, ModelLoadingError) as e:
+        return _bad_input(str(e))
+    print(f"converted to {out_dir}")
+    if args.push is not None:
+        manifest = push_model(out_dir, args.push, load_settings())
+        print(f"pushed {len(manifest)} files to {args.push}")
+    return 0
+
+
+def _bad_input(message: str) -> int:
+    print(f"soundstage: {message}", file=sys.stderr)
+    return 2
+
+
+def _convert_demucs(args: argparse.Namespace) -> Path:
     from models.demucs import convert_checkpoint
 
-    print(f"converted to {convert_checkpoint(args.checkpoint, args.out_dir)}")
-    return 0
+    return convert_checkpoint(args.checkpoint, args.out_dir)
+
+
+def _convert_audiogen(args: argparse.Namespace) -> Path:
+    from infra.audiocraft_checkpoint import read_audiocraft_release, release_files
+    from models.audiogen import convert_audiocraft_checkpoint
+
+    lm_file, codec_file = release_files(args.checkpoint, args.compression)
+    release = read_audiocraft_release(lm_file, codec_file, trust_pickle=args.trust_pickle)
+    return convert_audiocraft_checkpoint(
+        release.state_dict, release.config, args.out_dir, text_encoder=args.text_encoder
+    )
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
