@@ -10,6 +10,7 @@ from deployments.audiogen import AudioGenDeployment
 from deployments.diarization import DiarizerDeployment
 from deployments.ingress import Ingress
 from deployments.music import MusicGenDeployment
+from deployments.musicgen_melody import MusicGenMelodyDeployment
 from deployments.pitch import PitchDeployment
 from deployments.runner import JobRunner
 from deployments.separation import SeparationDeployment
@@ -28,6 +29,8 @@ class AppArgs(BaseModel):
 
     music_model_uri: str = Field(default="hf://facebook/musicgen-small", min_length=1)
     music_device: str = Device
+    melody_model_uri: str = Field(default="hf://facebook/musicgen-melody", min_length=1)
+    melody_device: str = Device
     sfx_model_uri: str = Field(default="s3://soundstage-models/audiogen-medium", min_length=1)
     sfx_device: str = Device
     stable_audio_model_uri: str = Field(default="hf://stabilityai/stable-audio-open-1.0", min_length=1)
@@ -51,6 +54,9 @@ def build_app(args: dict[str, object]) -> Application:
     vad = VADDeployment.bind(config.vad_model_uri)  # type: ignore[attr-defined]
     models = {
         "MusicGen": MusicGenDeployment.bind(config.music_model_uri, config.music_device),  # type: ignore[attr-defined]
+        "MusicGenMelody": MusicGenMelodyDeployment.bind(  # type: ignore[attr-defined]
+            config.melody_model_uri, config.melody_device
+        ),
         "AudioGen": AudioGenDeployment.bind(config.sfx_model_uri, config.sfx_device),  # type: ignore[attr-defined]
         "StableAudio": StableAudioDeployment.bind(  # type: ignore[attr-defined]
             config.stable_audio_model_uri, config.stable_audio_device

@@ -18,4 +18,5 @@ class AudioGenDeployment(DelayedCodebookGenerator):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.audiogen import AudioGen
 
+        super().__init__()
         self.model = self.load_model(AudioGen.from_pretrained, model_uri, device)

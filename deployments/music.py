@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from deployments.model_host import ModelHost
+from infra.audio import Audio
 from models.common import GeneratedAudio
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ class GenerationCall:
 
 class DelayedCodebookGenerator(ModelHost):
     """A replica holding a MusicGen-architecture model (`self.model`), batching calls of one length."""
+
+    def __init__(self) -> None:
+        # One model call at a time: concurrent ones would split the replica's (capped) GPU memory.
+        self._model_lock = threading.Lock()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = MusicUserConfig.model_validate(user_config)
@@ -90,14 +96,15 @@ class DelayedCodebookGenerator(ModelHost):
 
     def _run_group(self, group: list[GenerationCall]) -> list[Any]:
         first = group[0]
-        return self.model.generate(
-            [c.prompt for c in group],
-            duration_s=first.duration_s,
-            seeds=[c.seed for c in group],
-            guidance_scale=first.guidance_scale,
-            top_k=first.top_k,
-            temperature=first.temperature,
-        )
+        with self._model_lock:
+            return self.model.generate(
+                [c.prompt for c in group],
+                duration_s=first.duration_s,
+                seeds=[c.seed for c in group],
+                guidance_scale=first.guidance_scale,
+                top_k=first.top_k,
+                temperature=first.temperature,
+            )
 
 
 @serve.deployment(
@@ -111,4 +118,36 @@ class MusicGenDeployment(DelayedCodebookGenerator):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.musicgen import MusicGen
 
+        super().__init__()
         self.model = self.load_model(MusicGen.from_pretrained, model_uri, device)
+
+    async def continue_audio(
+        self,
+        prompt_audio: Audio,
+        prompt: str,
+        duration_s: float,
+        seed: int | None = None,
+        guidance_scale: float = 3.0,
+        top_k: int = 250,
+        temperature: float = 1.0,
+    ) -> GeneratedAudio:
+        """Extend `prompt_audio` `[C', T']` (any rate) to `duration_s` seconds in total, steered by `prompt`.
+
+        The result `[C, T]` starts with the codec's reconstruction of the clip (see
+        `MusicGen.continue_audio`); a `duration_s` not longer than the clip raises ValueError. Not batched:
+        continuations are rare next to text prompts, and each carries its own clip.
+        """
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        settings = {"guidance_scale": guidance_scale, "top_k": top_k, "temperature": temperature}
+        audio = await asyncio.to_thread(self._continue_one, prompt_audio, prompt, duration_s, seed, settings)
+        return GeneratedAudio(audio=audio, seed=seed, model=self.model.info)
+
+    def _continue_one(
+        self, prompt_audio: Audio, prompt: str, duration_s: float, seed: int, settings: dict[str, Any]
+    ) -> Audio:
+        with self._model_lock:
+            (audio,) = self.model.continue_audio(
+                prompt_audio, [prompt], duration_s=duration_s, seed=seed, **settings
+            )
+        result: Audio = audio
+        return result

