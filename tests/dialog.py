@@ -22,6 +22,9 @@ LINES = (
     ("B", "Then we should start at the river and climb the hill after lunch."),
     ("A", "That sounds perfect, I would love to see the view from the top."),
     ("B", "Me too, let us leave in ten minutes so we catch the early bus."),
+    ("A", "Should we take the camera, or will our phones be good enough?"),
+    ("B", "Take the camera, the light on the water is lovely in the morning."),
+    ("A", "All right, I will pack it now and meet you at the front door."),
 )
 
 

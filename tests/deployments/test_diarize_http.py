@@ -12,16 +12,9 @@ import pytest
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
 from pipelines.diarization import Turn, speech_time_accuracy
-from tests.dialog import Dialog, build_dialog
+from tests.dialog import Dialog
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def dialog() -> Dialog:
-    from models.tts import StockTTS
-
-    return build_dialog(StockTTS.from_pretrained())
 
 
 def post(base_url: str, path: str, audio: Audio, **fields: Any) -> httpx.Response:
