@@ -19,11 +19,12 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments import analysis_routes as analysis
-from deployments import voices
+from deployments import loop_routes, voices
+from deployments import voice_replace_routes as replace_routes
 from deployments.api import Authorized, app, settings
 from deployments.audio_inputs import UploadInfo, decode_input, load_upload, store_upload, upload_info
 from deployments.http_errors import ApiError
-from deployments.schemas import JobList, JobView, ModelsView, job_view
+from deployments.schemas import JobList, JobReport, JobView, ModelsView, job_report, job_view
 from deployments.speech import (
     MEDIA_TYPES,
     SPEECH_MODELS,
@@ -44,9 +45,20 @@ from infra.jobs import (
 from infra.storage import InvalidKeyPartError, Storage, StorageError
 from models.pitch import PitchContour
 from pipelines.diarize_job import DIARIZE_JOB, DiarizeJobRequest, turns_body
-from pipelines.generation import MUSIC_JOB, SFX_JOB, GenerationJobRequest, MusicJobRequest, SfxJobRequest
+from pipelines.generation import (
+    MAX_MELODY_S,
+    MIN_CONTINUATION_S,
+    MUSIC_JOB,
+    SFX_JOB,
+    GenerationJobRequest,
+    MusicJobRequest,
+    SfxJobRequest,
+)
+from pipelines.loop import LOOP_JOB
 from pipelines.pitch_shift import PITCH_SHIFT_JOB, PitchShiftJobRequest
 from pipelines.separation import SEPARATE_JOB, SeparateJobRequest
+from pipelines.voice_lines import TARGET_PATTERN
+from pipelines.voice_replace import VOICE_REPLACE_JOB, VoiceReplaceJobRequest
 
 logger = logging.getLogger(__name__)
 VOICE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -95,9 +107,27 @@ class Ingress:
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> JSONResponse:
-        """Generate music from a text prompt (MusicGen, or `model: stable-audio`). Returns
-        `202 {id, status_url}`; poll the status URL."""
+        """Generate music from a text prompt (MusicGen, or `model: stable-audio`), optionally following an
+        uploaded melody (`melody_upload_id`) or continuing an uploaded clip (`continue_upload_id`).
+        Returns `202 {id, status_url}`; poll the status URL."""
+        await self._check_conditioning(body)
         return await self._submit_generation(MUSIC_JOB, body, idempotency_key, request)
+
+    async def _check_conditioning(self, body: MusicJobRequest) -> None:
+        """The melody or continuation upload exists (404) and its length suits the request (422)."""
+        conditioning = body.conditioning
+        if conditioning is None:
+            return
+        clip = await asyncio.to_thread(upload_info, self.storage, conditioning["upload_id"])
+        if conditioning["kind"] == "melody" and clip.duration_s > MAX_MELODY_S:
+            message = f"the melody upload is {clip.duration_s:g} s; at most {MAX_MELODY_S:g} s"
+            raise ApiError(422, "melody_too_long", message)
+        if conditioning["kind"] == "continuation" and clip.duration_s + MIN_CONTINUATION_S > body.duration_s:
+            message = (
+                f"duration_s {body.duration_s:g} is the total length and must exceed the clip's "
+                f"{clip.duration_s:g} s by at least {MIN_CONTINUATION_S:g} s"
+            )
+            raise ApiError(422, "clip_too_long", message)
 
     @app.post("/v1/jobs/sfx", status_code=202, tags=["jobs"], dependencies=[Authorized])
     async def submit_sfx(
@@ -146,6 +176,41 @@ class Ingress:
         )
         return await self._submit(SEPARATE_JOB, body.model_dump(), idempotency_key, request)
 
+    @app.post("/v1/jobs/loop", status_code=202, tags=["jobs"], dependencies=[Authorized])
+    async def submit_loop(
+        self,
+        request: Request,
+        target_duration_s: Annotated[float, Form(gt=0.0, description="Output length, s (at most 36000).")],
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        job_id: Annotated[
+            str | None, Form(pattern="^[0-9a-f]{32}$", description="Loop a succeeded job's audio output.")
+        ] = None,
+        output: Annotated[
+            str | None, Form(max_length=64, description="Which audio result of `job_id` (default: `audio`).")
+        ] = None,
+        crossfade_s: Annotated[float, Form(ge=0.0, le=1.0)] = 0.05,
+        format: Annotated[AudioFormat, Form(description="wav, flac or ogg (mp3 cannot stream).")] = "wav",
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> JSONResponse:
+        """Extend a clip to `target_duration_s` (up to 10 h) by repeating a seamless loop of it, found
+        by beat and similarity analysis and crossfaded at every seam; the output is streamed to S3."""
+        loop_routes.check_target(target_duration_s, format)
+        if job_id is not None:
+            if file is not None or upload_id is not None:
+                raise ApiError(422, "input_required", "send one source: `file`, `upload_id` or `job_id`")
+            source = await asyncio.to_thread(loop_routes.job_source, self.jobs, job_id, output)
+        else:
+            uploaded = await self._upload_id(file, upload_id)
+            source = await asyncio.to_thread(loop_routes.upload_source, self.storage, uploaded, output)
+        body = loop_routes.loop_request(
+            source,
+            target_duration_s=target_duration_s,
+            crossfade_s=crossfade_s,
+            format=format,
+        )
+        return await self._submit(LOOP_JOB, body.model_dump(), idempotency_key, request)
+
     @app.post("/v1/jobs/pitch-shift", status_code=202, tags=["jobs"], dependencies=[Authorized])
     async def submit_pitch_shift(
         self,
@@ -163,6 +228,38 @@ class Ingress:
             upload_id=source, semitones=semitones, preserve_formants=preserve_formants, format=format
         )
         return await self._submit(PITCH_SHIFT_JOB, body.model_dump(), idempotency_key, request)
+
+    @app.post("/v1/jobs/voice-replace", status_code=202, tags=["jobs"], dependencies=[Authorized])
+    async def submit_voice_replace(
+        self,
+        request: Request,
+        voice: Annotated[str, Form(min_length=1, max_length=64, description="Stock voice or voice_id.")],
+        file: FileField = None,
+        upload_id: UploadIdField = None,
+        target_speaker: Annotated[
+            str, Form(pattern=TARGET_PATTERN, description="`auto` (most speech) or e.g. `SPEAKER_01`.")
+        ] = "auto",
+        separate: Annotated[bool, Form(description="Split vocals from accompaniment first.")] = False,
+        analyze: Annotated[Literal["vocals", "input"], Form()] = "vocals",
+        num_speakers: Annotated[int | None, Form(ge=1, le=8)] = None,
+        format: Annotated[AudioFormat, Form()] = "wav",
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> JSONResponse:
+        """Re-speak one speaker's lines in another voice, time-fitted, everything else kept: the result
+        audio, a transcript (JSON + SRT with speakers) and a per-line replacement report."""
+        await replace_routes.check_voice(voice, self.models["TTS"], self.storage)
+        source = await self._upload_id(file, upload_id)
+        await replace_routes.check_not_silent(self.storage, source, self.settings)
+        body = VoiceReplaceJobRequest(
+            upload_id=source,
+            voice=voice,
+            target_speaker=target_speaker,
+            separate=separate,
+            analyze=analyze,
+            num_speakers=num_speakers,
+            format=format,
+        )
+        return await self._submit(VOICE_REPLACE_JOB, body.model_dump(), idempotency_key, request)
 
     async def _upload_id(self, file: UploadFile | None, upload_id: str | None) -> str:
         """A job's input as an upload id: a direct file is validated and stored as an upload first."""
@@ -206,6 +303,13 @@ class Ingress:
         """Status, progress, stage, error, and the result with presigned URLs once it succeeded."""
         record = await self._load(job_id)
         return job_view(record, self.storage, str(request.base_url))
+
+    @app.get("/v1/jobs/{job_id}/report", tags=["jobs"], dependencies=[Authorized])
+    async def get_job_report(self, job_id: str) -> JobReport:
+        """Per-stage timings, peak memory, retries, fan-out segments, checkpoint sizes, the weights each
+        model ran with, and the failure (stage, error, attempt) if the job failed."""
+        record = await self._load(job_id)
+        return job_report(record, self.jobs.clock())
 
     @app.delete("/v1/jobs/{job_id}", status_code=202, tags=["jobs"], dependencies=[Authorized])
     async def cancel_job(self, job_id: str, request: Request) -> JobView:

@@ -41,16 +41,28 @@ async def separate_stems(ctx: StageContext) -> StageResult:
     handle = ctx.handles["Separation"]
     info: dict[str, Any] = await handle.info.remote()
     audio = resample(await asyncio.to_thread(load_input, ctx, request.upload_id), info["sample_rate"])
-    segments = plan_segments(
-        audio.num_samples, audio.sample_rate, segment_s=request.segment_s, overlap_s=request.overlap_s
-    )
-    pieces: list[dict[str, Audio]] = await ctx.map(lambda s: handle.separate.remote(cut(audio, s)), segments)
-    stems = {name: join([p[name] for p in pieces], segments, audio.num_samples) for name in pieces[0]}
+    stems, segments = await separate_in_segments(ctx, audio, request.segment_s, request.overlap_s)
     if request.mode == "vocals":
         stems = two_stems(stems, keep="vocals")
     objects = {f"{name}.wav": await asyncio.to_thread(encode, stem, "wav") for name, stem in stems.items()}
-    facts = {"model": _model(info), "segments": len(segments), "stems": list(stems)}
+    facts = {"model": _model(info), "segments": segments, "stems": list(stems)}
     return StageResult(objects=objects, facts=facts)
+
+
+async def separate_in_segments(
+    ctx: StageContext, audio: Audio, segment_s: float, overlap_s: float
+) -> tuple[dict[str, Audio], int]:
+    """`audio` (at the model's rate) cut into overlapping segments, separated concurrently over the
+    Separation replicas (a lost replica's segments are retried), stems crossfaded back together; with the
+    number of segments."""
+    handle = ctx.handles["Separation"]
+    segments = plan_segments(audio.num_samples, audio.sample_rate, segment_s=segment_s, overlap_s=overlap_s)
+    pieces: list[dict[str, Audio]] = await ctx.map(lambda s: handle.separate.remote(cut(audio, s)), segments)
+    total = audio.num_samples
+    stems = await asyncio.to_thread(
+        lambda: {name: join([p[name] for p in pieces], segments, total) for name in pieces[0]}
+    )
+    return stems, len(segments)
 
 
 async def store_stems(ctx: StageContext) -> StageResult:
