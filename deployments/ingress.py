@@ -33,6 +33,7 @@ from deployments.speech import (
     sentences_audio,
 )
 from deployments.transcripts import Granularity, ResponseFormat
+from deployments.url_inputs import fetch_url
 from infra.audio import Audio, AudioFormat
 from infra.jobs import (
     IdempotencyConflictError,
@@ -65,6 +66,9 @@ VOICE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 FileField = Annotated[UploadFile | None, File(description="An audio file (WAV, FLAC, OGG, MP3).")]
 UploadIdField = Annotated[str | None, Form(pattern="^[0-9a-f]{32}$", description="Instead of `file`.")]
+UrlField = Annotated[
+    str | None, Form(max_length=4096, description="Instead of `file`: an http(s) URL, fetched at submission.")
+]
 
 
 @serve.deployment(
@@ -161,6 +165,7 @@ class Ingress:
         request: Request,
         file: FileField = None,
         upload_id: UploadIdField = None,
+        url: UrlField = None,
         mode: Annotated[Literal["4stems", "vocals"], Form()] = "4stems",
         format: Annotated[AudioFormat, Form()] = "wav",
         segment_s: Annotated[float, Form(ge=5.0, le=600.0)] = 30.0,
@@ -170,7 +175,7 @@ class Ingress:
         """Separate stems (HTDemucs): one presigned URL per stem in the result."""
         if 2 * overlap_s > segment_s:
             raise ApiError(422, "invalid_request", "overlap_s may be at most half of segment_s")
-        source = await self._upload_id(file, upload_id)
+        source = await self._upload_id(file, upload_id, url)
         body = SeparateJobRequest(
             upload_id=source, mode=mode, format=format, segment_s=segment_s, overlap_s=overlap_s
         )
@@ -236,6 +241,7 @@ class Ingress:
         voice: Annotated[str, Form(min_length=1, max_length=64, description="Stock voice or voice_id.")],
         file: FileField = None,
         upload_id: UploadIdField = None,
+        url: UrlField = None,
         target_speaker: Annotated[
             str, Form(pattern=TARGET_PATTERN, description="`auto` (most speech) or e.g. `SPEAKER_01`.")
         ] = "auto",
@@ -248,7 +254,7 @@ class Ingress:
         """Re-speak one speaker's lines in another voice, time-fitted, everything else kept: the result
         audio, a transcript (JSON + SRT with speakers) and a per-line replacement report."""
         await replace_routes.check_voice(voice, self.models["TTS"], self.storage)
-        source = await self._upload_id(file, upload_id)
+        source = await self._upload_id(file, upload_id, url)
         await replace_routes.check_not_silent(self.storage, source, self.settings)
         body = VoiceReplaceJobRequest(
             upload_id=source,
@@ -261,16 +267,21 @@ class Ingress:
         )
         return await self._submit(VOICE_REPLACE_JOB, body.model_dump(), idempotency_key, request)
 
-    async def _upload_id(self, file: UploadFile | None, upload_id: str | None) -> str:
-        """A job's input as an upload id: a direct file is validated and stored as an upload first."""
-        if (file is None) == (upload_id is None):
-            raise ApiError(422, "input_required", "send exactly one of `file` (multipart) or `upload_id`")
+    async def _upload_id(self, file: UploadFile | None, upload_id: str | None, url: str | None = None) -> str:
+        """A job's input as an upload id: a direct file, or the body at `url` (fetched now), is validated
+        and stored as an upload first."""
+        if sum(x is not None for x in (file, upload_id, url)) != 1:
+            accepted = "`file` (multipart), `upload_id`" + (" or `url`" if url is not None else "")
+            raise ApiError(422, "input_required", f"send exactly one of {accepted}")
         if upload_id is not None:
             await asyncio.to_thread(upload_info, self.storage, upload_id)  # 404 if unknown
             return upload_id
-        assert file is not None
-        data = await file.read()
-        stored = await asyncio.to_thread(store_upload, self.storage, data, file.filename, self.settings)
+        if url is not None:
+            data, name = await asyncio.to_thread(fetch_url, url, self.settings)
+        else:
+            assert file is not None
+            data, name = await file.read(), file.filename
+        stored = await asyncio.to_thread(store_upload, self.storage, data, name, self.settings)
         return stored.upload_id
 
     async def _submit(

@@ -50,6 +50,7 @@ class StageReport(BaseModel):
     checkpoint_bytes: int
     objects: dict[str, int]
     models: dict[str, dict[str, Any]]
+    facts: dict[str, Any] = Field(description="What the stage found (e.g. quality attempts, lines).")
 
 
 class JobReport(BaseModel):

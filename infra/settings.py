@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="Longer inputs to /v1/diarize become a job (202) instead."
     )
     api_keys: list[str] = Field(default_factory=list, description="If set, /v1 requires a Bearer key.")
+    url_fetch_timeout_s: float = Field(default=30.0, gt=0, description="Fetching an input given by `url`.")
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let `url` inputs reach loopback, private or link-local addresses (SSRF guard off).",
+    )
 
     # Jobs.
     job_lease_s: float = Field(default=30.0, ge=1.0)

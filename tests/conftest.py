@@ -28,6 +28,9 @@ TEST_ENV = {
     "SOUNDSTAGE_MAX_GENERATION_S": "60",
     "SOUNDSTAGE_MAX_INPUT_DURATION_S": "400",
     "SOUNDSTAGE_MAX_SYNC_AUDIO_S": "120",
+    # Inputs by `url` come from the embedded S3 server on 127.0.0.1 (tests/deployments/test_url_inputs.py
+    # checks the guard that is on by default).
+    "SOUNDSTAGE_ALLOW_PRIVATE_URLS": "1",
 }
 
 

@@ -13,6 +13,7 @@ import soundfile as sf
 
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
+from infra.storage import Storage
 
 pytestmark = pytest.mark.ray
 
@@ -94,3 +95,20 @@ def test_bad_job_fields(base_url: str, path: str, fields: dict[str, Any], status
 def test_unknown_upload_is_404(base_url: str) -> None:
     response = httpx.post(f"{base_url}/v1/jobs/separate", data={"upload_id": "f" * 32})
     assert response.status_code == 404 and response.json()["error"]["code"] == "upload_not_found"
+
+
+def test_input_by_url(base_url: str, storage: Storage) -> None:
+    """The ingress fetches the URL (here a presigned URL of the embedded S3 server) at submission."""
+    storage.put_bytes("test-inputs/chord.wav", chord_wav(seconds=6.0))
+    url = storage.presigned_url("test-inputs/chord.wav")
+    response = httpx.post(f"{base_url}/v1/jobs/separate", data={"url": url, "segment_s": 5}, timeout=60)
+    assert response.status_code == 202, response.text
+    job = SoundstageClient(base_url).wait(response.json()["id"], timeout_s=300)
+    samples, rate = fetch(job["result"]["vocals"]["url"])
+    assert rate == 44100 and samples.shape == (2, 6 * 44100)
+    both = submit(base_url, "/v1/jobs/separate", chord_wav(seconds=1.0), url=url)
+    assert both.status_code == 422 and both.json()["error"]["code"] == "input_required"
+    missing = httpx.post(
+        f"{base_url}/v1/jobs/separate", data={"url": storage.presigned_url("test-inputs/none.wav")}
+    )
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "url_fetch_failed"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployments.schemas import job_report
 from infra.audio import Audio, decode, loudness_lufs
 from infra.jobs import JobRecord, JobStore
 from infra.storage import Storage
@@ -119,6 +120,9 @@ def test_clipping_generator_is_regenerated_twice_then_best_kept(jobs: JobStore, 
         "spectrogram",
         "store",
     ]
+    report = job_report(jobs.get(job.id), now=0.0)  # GET /v1/jobs/{id}/report
+    (quality_stage,) = [s for s in report.stages if s.name == "quality"]
+    assert quality_stage.facts["regenerations"] == 2 and len(quality_stage.facts["attempts"]) == 3
 
 
 def test_clean_generator_is_not_regenerated(jobs: JobStore, storage: Storage) -> None:
@@ -130,6 +134,8 @@ def test_clean_generator_is_not_regenerated(jobs: JobStore, storage: Storage) ->
     assert quality["attempts"][0]["issues"] == [] and quality["chosen_attempt"] == 0
     assert generator.seeds == [11]
     assert result["metadata"]["generation_seed"] == 11
+    (quality_stage,) = [s for s in job_report(jobs.get(job.id), now=0.0).stages if s.name == "quality"]
+    assert quality_stage.facts["regenerations"] == 0
 
 
 def test_outputs_audio_spectrogram_metadata(jobs: JobStore, storage: Storage) -> None:
