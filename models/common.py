@@ -1,18 +1,25 @@
-"""What every model wrapper shares: its identity record, its loading error and device choice."""
+"""What every model wrapper shares: its identity record, how it is loaded (debug / folder / hub id) and
+the error when that fails, and its device choice."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from safetensors import SafetensorError
 
 from infra.audio import Audio
 
 WeightsKind = Literal["pretrained", "debug-random"]
 DEBUG_URI = "debug"
+
+_Loaded = TypeVar("_Loaded")
 
 
 class ModelLoadingError(RuntimeError):
@@ -71,6 +78,57 @@ def folder_or_hub_id(uri: str) -> str:
     if uri.startswith(("/", ".", "~")):
         raise ModelLoadingError(f"model folder {uri!r} does not exist (and it is no hub id)")
     return uri
+
+
+def weights_kind(kind: object, key: str) -> WeightsKind:
+    """`kind`, the value a saved config holds under `key`, checked to be a `WeightsKind`."""
+    if kind not in get_args(WeightsKind):
+        raise ModelLoadingError(f"config {key}={kind!r} is not one of {get_args(WeightsKind)}")
+    return cast(WeightsKind, kind)
+
+
+@contextmanager
+def hub_loading(
+    name: str,
+    source: str,
+    cache_dir: Path | None,
+    revision: str | None,
+    *,
+    errors: tuple[type[BaseException], ...] = (),
+) -> Iterator[dict[str, Any]]:
+    """The `from_pretrained` options for `source` (`cache_dir`, `revision`, `local_files_only` when
+    offline, read now); load failures in the block (OSError, ValueError, SafetensorError and `errors`)
+    become a ModelLoadingError naming `name`, `source` and those options."""
+    offline = hub_offline()
+    caught: tuple[type[BaseException], ...] = (OSError, ValueError, SafetensorError, *errors)
+    try:
+        yield {"cache_dir": cache_dir, "revision": revision, "local_files_only": offline}
+    except caught as e:
+        raise ModelLoadingError(
+            f"could not load {name} from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
+            f"offline={offline}, safetensors only): {e}"
+        ) from e
+
+
+def load_or_debug(
+    uri: str,
+    revision: str | None,
+    *,
+    debug: Callable[[], _Loaded],
+    load: Callable[[str], _Loaded],
+    weights: Callable[[_Loaded], WeightsKind],
+) -> tuple[_Loaded, ModelInfo]:
+    """`debug()` for the "debug" uri, else `load(folder or hub id)`, with the `ModelInfo` that names it."""
+    if uri == DEBUG_URI:
+        return debug(), ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
+    loaded = load(folder_or_hub_id(uri))
+    return loaded, ModelInfo(model_id=uri, revision=revision, weights=weights(loaded))
+
+
+def log_loaded(logger: logging.Logger, name: str, info: ModelInfo, device: str) -> None:
+    """Logs "loaded {name}" with the model id, weights kind and device as structured fields."""
+    fields = {"model": info.model_id, "weights": info.weights, "device": device}
+    logger.info("loaded %s", name, extra=fields)
 
 
 def prompt_seeds(count: int, seed: int | None, seeds: Sequence[int] | None) -> list[int]:

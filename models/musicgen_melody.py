@@ -1,25 +1,22 @@
 """MusicGen-Melody through transformers: text + melody (chroma) to music; load (debug/folder/hub id), save.
 
-Sampling, seeds, settings and lengths are MusicGen's (models/musicgen.py): each prompt samples from its own
-generator, so its tokens depend only on the prompt, the melody, its seed and the settings.
+Sampling, seeds, settings and lengths are MusicGen's (models/delayed_codebooks.py): each prompt samples
+from its own generator, so its tokens depend only on the prompt, the melody, its seed and the settings.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from safetensors import SafetensorError
 from transformers import (
     AutoTokenizer,
     ByT5Tokenizer,
-    EncodecConfig,
     FeatureExtractionMixin,
     MusicgenMelodyConfig,
     MusicgenMelodyDecoderConfig,
@@ -30,28 +27,16 @@ from transformers import (
 from transformers.audio_utils import chroma_filter_bank
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import (
-    DEBUG_URI,
-    ModelInfo,
-    ModelLoadingError,
-    folder_or_hub_id,
-    hub_offline,
-    prompt_seeds,
-    resolve_device,
-)
-from models.musicgen import (
-    WEIGHTS_CONFIG_KEY,
-    _decoding_config,
+from models.common import ModelInfo, hub_loading, load_or_debug, log_loaded, resolve_device
+from models.delayed_codebooks import (
+    DelayedCodebookModel,
     _dtype_for,
-    _frames_to_generate,
     _num_samples,
-    _randomize_codebooks,
     _RowSampler,
-    _SamplerLastList,
     _trimmed_audio,
     _validate_settings,
-    _weights_kind,
 )
+from models.musicgen import _debug_codec, _debug_composite, _randomize_codebooks, _weights_kind
 
 logger = logging.getLogger(__name__)
 
@@ -64,36 +49,9 @@ def _debug_config() -> MusicgenMelodyConfig:
     projected, as in the released checkpoints), 32 kHz mono EnCodec at 50 Hz, 4 codebooks, 12 chroma bins."""
     # vocab_size 384 matches `ByT5Tokenizer()`, the one tokenizer that needs no files.
     text = T5Config(vocab_size=384, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
-    audio = EncodecConfig(
-        sampling_rate=32000,
-        audio_channels=1,
-        num_filters=4,
-        hidden_size=16,
-        upsampling_ratios=[8, 5, 4, 4],
-        codebook_size=64,
-        codebook_dim=16,
-        num_lstm_layers=1,
-        normalize=False,
-        # 4 codebooks of 6 bits at 50 Hz, as the released codec's 2.2 kbps are 4 codebooks of 11 bits.
-        target_bandwidths=[1.2],
-    )
-    decoder = MusicgenMelodyDecoderConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        ffn_dim=64,
-        num_codebooks=4,
-        pad_token_id=64,
-        bos_token_id=64,
-        # As in MusicGen's debug model: std 0.1 instead of 0.02 makes the conditioning (text and the
-        # chroma projection) visible in the sampled tokens, so tests of it can fail.
-        initializer_factor=0.1,
-    )
-    config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
-    config.decoder_start_token_id = config.pad_token_id = 64
-    setattr(config, WEIGHTS_CONFIG_KEY, "debug-random")
-    return config
+    # 4 codebooks of 6 bits at 50 Hz, as the released codec's 2.2 kbps are 4 codebooks of 11 bits.
+    audio = _debug_codec(target_bandwidth=1.2)
+    return _debug_composite(MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, text, audio)
 
 
 @dataclass(frozen=True)
@@ -169,23 +127,16 @@ def _load_weights(
 
     Failures raise ModelLoadingError; HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE are read at call time.
     """
-    offline = hub_offline()
-    options: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision, "local_files_only": offline}
-    try:
+    with hub_loading("MusicGen-Melody", source, cache_dir, revision) as options:
         model = MusicgenMelodyForConditionalGeneration.from_pretrained(
             source, dtype=dtype, use_safetensors=True, **options
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
         chroma_config, _ = FeatureExtractionMixin.get_feature_extractor_dict(source, **options)
-    except (OSError, ValueError, SafetensorError) as e:
-        raise ModelLoadingError(
-            f"could not load MusicGen-Melody from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
-            f"offline={offline}, safetensors only): {e}"
-        ) from e
     return model, tokenizer, ChromaExtractor.from_config(chroma_config)
 
 
-class MusicGenMelody:
+class MusicGenMelody(DelayedCodebookModel):
     """Text (+ optional melody) to music with MusicGen-Melody: one `Audio` `[C, T]` per prompt."""
 
     def __init__(
@@ -196,12 +147,8 @@ class MusicGenMelody:
         info: ModelInfo,
         device: str,
     ) -> None:
-        # transformers wraps `PreTrainedModel.to` in functools.wraps(nn.Module.to): mypy sees it unbound.
-        self._model = model.to(device=device, dtype=_dtype_for(device)).eval()  # type: ignore[call-arg]
-        self._tokenizer = tokenizer
+        super().__init__(model, tokenizer, info, device)
         self._chroma = chroma
-        self._info = info
-        self.device = device
 
     @classmethod
     def from_pretrained(
@@ -219,45 +166,16 @@ class MusicGenMelody:
         on CUDA, float32 on CPU. Raises `ModelLoadingError`.
         """
         device = resolve_device(device)
-        if uri == DEBUG_URI:
-            model, tokenizer = _build_debug()
-            chroma = ChromaExtractor()  # the released settings; the debug codec is 32 kHz too
-            info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
-        else:
-            source = folder_or_hub_id(uri)
-            model, tokenizer, chroma = _load_weights(source, _dtype_for(device), cache_dir, revision)
-            info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(cast(Any, model)))
-        log_fields = {"model": info.model_id, "weights": info.weights, "device": device}
-        logger.info("loaded MusicGen-Melody", extra=log_fields)
+        (model, tokenizer, chroma), info = load_or_debug(
+            uri,
+            revision,
+            # The released chroma settings; the debug codec is 32 kHz too.
+            debug=lambda: (*_build_debug(), ChromaExtractor()),
+            load=lambda source: _load_weights(source, _dtype_for(device), cache_dir, revision),
+            weights=lambda loaded: _weights_kind(loaded[0]),
+        )
+        log_loaded(logger, "MusicGen-Melody", info, device)
         return cls(model, tokenizer, chroma, info, device)
-
-    @property
-    def sample_rate(self) -> int:
-        """Output sample rate in Hz (32000 for the released checkpoints)."""
-        return int(self._model.config.audio_encoder.sampling_rate)
-
-    @property
-    def channels(self) -> int:
-        """Output channels: 1, or 2 for the stereo checkpoints."""
-        return int(self._model.config.decoder.audio_channels)
-
-    @property
-    def frame_rate(self) -> float:
-        """Codec frames (decoder steps) per second of audio, in Hz."""
-        return self.sample_rate / self._hop_length
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def _hop_length(self) -> int:
-        return math.prod(self._model.config.audio_encoder.upsampling_ratios)
-
-    @property
-    def _delay_steps(self) -> int:
-        """Decoder steps that complete no frame (the delay pattern offsets codebook k by k steps)."""
-        return self._model.decoder.num_codebooks // self.channels - 1
 
     def melody_chroma(self, melody: Audio) -> torch.Tensor:
         """The one-hot chroma `[frames, 12]` the model is conditioned on (see `ChromaExtractor`)."""
@@ -288,12 +206,7 @@ class MusicGenMelody:
         _validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
         features = None if melody is None else self._chroma(melody)
         num_samples = _num_samples(duration_s, self.sample_rate)
-        sampler = _RowSampler(
-            prompt_seeds(len(prompts), seed, seeds),
-            self._model.decoder.num_codebooks,
-            temperature=temperature,
-            top_k=top_k,
-        )
+        sampler = self._sampler(len(prompts), seed, seeds, temperature, top_k)
         waveforms = self._generate_waveforms(list(prompts), features, num_samples, guidance_scale, sampler)
         return _trimmed_audio(waveforms, num_samples, self.sample_rate)
 
@@ -306,24 +219,15 @@ class MusicGenMelody:
         sampler: _RowSampler,
     ) -> torch.Tensor:
         """Decoded audio `[B, C, T']`, T' >= `num_samples`; `chroma` `[frames, 12]` is shared by the batch."""
-        frames = _frames_to_generate(num_samples, self._hop_length, self._delay_steps)
-        config = _decoding_config(self._model.generation_config, guidance_scale, frames + self._delay_steps)
+        config = self._generation_config(num_samples, guidance_scale)
         inputs: dict[str, Any] = dict(self._tokenizer(prompts, return_tensors="pt", padding=True))
         if chroma is not None:
             inputs["input_features"] = chroma.expand(len(prompts), -1, -1).to(self._model.dtype)
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
-        with torch.inference_mode():
-            return cast(
-                torch.Tensor,
-                self._model.generate(
-                    **inputs, generation_config=config, logits_processor=_SamplerLastList([sampler])
-                ),
-            )
+        return self._decode(inputs, config, sampler)
 
     def save_pretrained(self, path: Path) -> None:
         """Write weights (safetensors), config, generation config, tokenizer and chroma settings to `path`."""
-        path.mkdir(parents=True, exist_ok=True)
-        self._model.save_pretrained(path)
-        self._tokenizer.save_pretrained(path)
+        super().save_pretrained(path)
         config = json.dumps(self._chroma.to_config(), indent=2, sort_keys=True)
         (path / FEATURE_EXTRACTOR_FILE).write_text(config + "\n")

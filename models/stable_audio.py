@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,19 +27,18 @@ from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioPr
 from diffusers.pipelines.stable_audio.pipeline_stable_audio import StableAudioPipeline
 from diffusers.schedulers.scheduling_edm_dpmsolver_multistep import EDMDPMSolverMultistepScheduler
 from huggingface_hub.errors import EntryNotFoundError
-from safetensors import SafetensorError
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
 from infra.audio import Audio
 from models.common import (
-    DEBUG_URI,
     ModelInfo,
-    ModelLoadingError,
     WeightsKind,
-    folder_or_hub_id,
-    hub_offline,
+    hub_loading,
+    load_or_debug,
+    log_loaded,
     prompt_seeds,
     resolve_device,
+    weights_kind,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,10 +52,10 @@ _DEBUG_TORCH_SEED = 0
 _SECONDS_RANGE = (0, 512)
 
 
-def _debug_pipeline() -> StableAudioPipeline:
+def _debug_pipeline(dtype: torch.dtype) -> StableAudioPipeline:
     """A tiny Stable Audio of the real architecture: 44.1 kHz stereo, 0.74 s window, ByT5-sized T5.
 
-    Same weights on every call (fixed seed, global RNG left untouched).
+    Same weights on every call (fixed seed, global RNG left untouched), in `dtype`.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_DEBUG_TORCH_SEED)
@@ -94,7 +93,7 @@ def _debug_pipeline() -> StableAudioPipeline:
             sampling_rate=44100,
         )
     transformer.register_to_config(**{WEIGHTS_CONFIG_KEY: "debug-random"})
-    return StableAudioPipeline(
+    pipeline = StableAudioPipeline(
         vae=vae,
         text_encoder=text_encoder,
         projection_model=projection,
@@ -103,6 +102,9 @@ def _debug_pipeline() -> StableAudioPipeline:
         # mypy sees the pipeline's scheduler annotation through diffusers' import-error stub of this class.
         scheduler=_debug_scheduler(),  # type: ignore[arg-type]
     )
+    if dtype != torch.float32:  # diffusers warns about any dtype cast, float32 to float32 too
+        pipeline = pipeline.to(dtype=dtype)
+    return pipeline
 
 
 def _debug_scheduler() -> EDMDPMSolverMultistepScheduler:
@@ -132,29 +134,14 @@ def _load_pipeline(
     source: str, dtype: torch.dtype, cache_dir: Path | None, revision: str | None
 ) -> StableAudioPipeline:
     """All six components (safetensors only) from a folder or hub id; failures raise ModelLoadingError."""
-    offline = hub_offline()
-    try:
-        return StableAudioPipeline.from_pretrained(
-            source,
-            dtype=dtype,
-            use_safetensors=True,
-            cache_dir=cache_dir,
-            revision=revision,
-            local_files_only=offline,
-        )
     # ImportError: the released scheduler (CosineDPMSolverMultistepScheduler) needs `torchsde`.
-    except (OSError, ValueError, ImportError, SafetensorError, EntryNotFoundError) as e:
-        raise ModelLoadingError(
-            f"could not load Stable Audio from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
-            f"offline={offline}, safetensors only): {e}"
-        ) from e
+    errors = (ImportError, EntryNotFoundError)
+    with hub_loading("Stable Audio", source, cache_dir, revision, errors=errors) as options:
+        return StableAudioPipeline.from_pretrained(source, dtype=dtype, use_safetensors=True, **options)
 
 
 def _weights_kind(pipeline: StableAudioPipeline) -> WeightsKind:
-    kind = pipeline.transformer.config.get(WEIGHTS_CONFIG_KEY, "pretrained")
-    if kind not in get_args(WeightsKind):
-        raise ModelLoadingError(f"config {WEIGHTS_CONFIG_KEY}={kind!r} is not one of {get_args(WeightsKind)}")
-    return cast(WeightsKind, kind)
+    return weights_kind(pipeline.transformer.config.get(WEIGHTS_CONFIG_KEY, "pretrained"), WEIGHTS_CONFIG_KEY)
 
 
 def _validate_settings(
@@ -203,16 +190,14 @@ class StableAudio:
         """
         device = resolve_device(device)
         dtype = _dtype_for(device)
-        if uri == DEBUG_URI:
-            pipeline = _debug_pipeline()
-            if dtype != torch.float32:  # diffusers warns about any dtype cast, float32 to float32 too
-                pipeline = pipeline.to(dtype=dtype)
-            info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
-        else:
-            pipeline = _load_pipeline(folder_or_hub_id(uri), dtype, cache_dir, revision)
-            info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(pipeline))
-        fields = {"model": info.model_id, "weights": info.weights, "device": device}
-        logger.info("loaded Stable Audio", extra=fields)
+        pipeline, info = load_or_debug(
+            uri,
+            revision,
+            debug=lambda: _debug_pipeline(dtype),
+            load=lambda source: _load_pipeline(source, dtype, cache_dir, revision),
+            weights=_weights_kind,
+        )
+        log_loaded(logger, "Stable Audio", info, device)
         return cls(pipeline, info, device)
 
     @property

@@ -26,12 +26,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     CsmConfig,
@@ -47,13 +46,13 @@ from transformers.models.mimi.modeling_mimi import MimiEuclideanCodebook
 
 from infra.audio import Audio, AudioError, resample, to_mono, validate
 from models.common import (
-    DEBUG_URI,
     ModelInfo,
-    ModelLoadingError,
     WeightsKind,
-    folder_or_hub_id,
-    hub_offline,
+    hub_loading,
+    load_or_debug,
+    log_loaded,
     resolve_device,
+    weights_kind,
 )
 
 logger = logging.getLogger(__name__)
@@ -218,20 +217,11 @@ def _load_weights(
 ) -> tuple[CsmForConditionalGeneration, CsmProcessor]:
     """Model (safetensors only, float32 as stored) and processor from a folder or hub id; failures raise
     ModelLoadingError."""
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it at call time too, so that an offline
-    # process fails at once instead of retrying the network for half a minute.
-    offline = hub_offline()
-    options: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision, "local_files_only": offline}
-    try:
+    with hub_loading("CSM", source, cache_dir, revision) as options:
         model = CsmForConditionalGeneration.from_pretrained(
             source, dtype=torch.float32, use_safetensors=True, **options
         )
         processor = CsmProcessor.from_pretrained(source, **options)
-    except (OSError, ValueError, SafetensorError) as e:
-        raise ModelLoadingError(
-            f"could not load CSM from {source!r} (revision={revision!r}, cache_dir={cache_dir}, "
-            f"offline={offline}, safetensors only): {e}"
-        ) from e
     # A loaded tokenizer lists `pad_to_multiple_of` among its init kwargs; CsmProcessor forwards those to
     # every modality, and Mimi's feature extractor rejects it, so no audio could be processed
     # (transformers issue #41598, still so in 5.23). It is None here, the tokenizer's default anyway.
@@ -240,10 +230,7 @@ def _load_weights(
 
 
 def _weights_kind(model: CsmForConditionalGeneration) -> WeightsKind:
-    kind = getattr(model.config, WEIGHTS_CONFIG_KEY, "pretrained")
-    if kind not in get_args(WeightsKind):
-        raise ModelLoadingError(f"config {WEIGHTS_CONFIG_KEY}={kind!r} is not one of {get_args(WeightsKind)}")
-    return cast(WeightsKind, kind)
+    return weights_kind(getattr(model.config, WEIGHTS_CONFIG_KEY, "pretrained"), WEIGHTS_CONFIG_KEY)
 
 
 def _dtype_for(device: str) -> torch.dtype:
@@ -296,16 +283,14 @@ class VoiceCloner:
         backbone and depth decoder are bfloat16 on CUDA, float32 on CPU. Raises `ModelLoadingError`.
         """
         device = resolve_device(device)
-        if uri == DEBUG_URI:
-            model, processor = _build_debug()
-            info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
-        else:
-            model, processor = _load_weights(folder_or_hub_id(uri), cache_dir, revision)
-            info = ModelInfo(model_id=uri, revision=revision, weights=_weights_kind(model))
-        logger.info(
-            "loaded CSM voice cloner",
-            extra={"model": info.model_id, "weights": info.weights, "device": device},
+        (model, processor), info = load_or_debug(
+            uri,
+            revision,
+            debug=_build_debug,
+            load=lambda source: _load_weights(source, cache_dir, revision),
+            weights=lambda loaded: _weights_kind(loaded[0]),
         )
+        log_loaded(logger, "CSM voice cloner", info, device)
         return cls(model, processor, info, device)
 
     @property
