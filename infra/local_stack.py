@@ -14,6 +14,7 @@ from infra.serve_config import deploy, load_config, local_profile
 from infra.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
+RAY_START_TRIES = 3
 
 
 @dataclass
@@ -87,13 +88,25 @@ class LocalStack:
 
         if ray.is_initialized():
             return
-        ray.init(
-            num_cpus=self.options.num_cpus,
-            num_gpus=self.options.logical_gpus,
-            include_dashboard=False,
-            log_to_driver=self.options.log_to_driver,
-            logging_level=logging.WARNING,
-        )
+        for attempt in range(1, RAY_START_TRIES + 1):
+            try:
+                ray.init(
+                    num_cpus=self.options.num_cpus,
+                    num_gpus=self.options.logical_gpus,
+                    include_dashboard=False,
+                    log_to_driver=self.options.log_to_driver,
+                    logging_level=logging.WARNING,
+                )
+                break
+            except Exception as e:
+                # On an overloaded machine the raylet can miss a fixed startup deadline (e.g. waiting for
+                # its agents' ports) and Ray gives up with this message; a fresh start usually succeeds.
+                if "timed out during startup" not in str(e) or attempt == RAY_START_TRIES:
+                    raise
+                logger.warning(
+                    "Ray node start timed out (try %d of %d); starting again", attempt, RAY_START_TRIES
+                )
+                ray.shutdown()
         self._started_ray = True
 
     def stop(self) -> None:

@@ -1,0 +1,60 @@
+"""LocalStack starts Ray again when the node times out during startup (seen on an overloaded 2-core
+machine). The timeout cannot be provoked on demand, so `ray.init` is replaced by a test double here;
+every other path of the stack is exercised for real by the Ray-stack tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.local_stack import RAY_START_TRIES, LocalStack, LocalStackOptions
+
+TIMEOUT = "The current node timed out during startup. This could happen because some of the raylet failed"
+
+
+class FlakyInit:
+    """Stands in for `ray.init`: raises `errors` in turn, then succeeds."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+        self.shutdowns = 0
+
+    def init(self, **_: object) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch) -> FlakyInit:
+    import ray
+
+    fake = FlakyInit()
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake.init)
+    monkeypatch.setattr(ray, "shutdown", fake.shutdown)
+    return fake
+
+
+def test_a_startup_timeout_is_tried_again(fake_ray: FlakyInit) -> None:
+    fake_ray.errors = [Exception(TIMEOUT)]
+    stack = LocalStack(LocalStackOptions())
+    stack._start_ray()
+    assert (fake_ray.calls, fake_ray.shutdowns) == (2, 1)
+
+
+def test_gives_up_after_the_last_try(fake_ray: FlakyInit) -> None:
+    fake_ray.errors = [Exception(TIMEOUT) for _ in range(RAY_START_TRIES)]
+    with pytest.raises(Exception, match="timed out during startup"):
+        LocalStack(LocalStackOptions())._start_ray()
+    assert fake_ray.calls == RAY_START_TRIES
+
+
+def test_other_errors_are_not_retried(fake_ray: FlakyInit) -> None:
+    fake_ray.errors = [ValueError("bad num_gpus")]
+    with pytest.raises(ValueError, match="bad num_gpus"):
+        LocalStack(LocalStackOptions())._start_ray()
+    assert fake_ray.calls == 1
