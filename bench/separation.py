@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
 import math
 import os
 import subprocess
@@ -40,12 +39,12 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 import torch
-from machine_info import load_average, machine, stop_stack, timed
+from machine_info import load_average, machine, start_quiet_stack, stop_stack, timed
 
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
 from infra.embedded_s3 import free_port
-from infra.local_stack import LocalStack, LocalStackOptions, enable_ray_token_auth
+from infra.local_stack import LocalStack, LocalStackOptions
 from infra.serve_config import APP_NAME
 from models.demucs import Demucs
 from pipelines.segments import Segment, cut, join, plan_segments
@@ -334,18 +333,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def start_stack(max_replicas: int) -> LocalStack:
-    """Ray (replica logs kept off this console), the embedded S3 and the soundstage app."""
-    enable_ray_token_auth()  # Ray reads RAY_AUTH_MODE when it is first imported
-    import ray
-
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    stack = LocalStack(LocalStackOptions(port=free_port(), max_replicas=max_replicas))
-    try:
-        stack.start()
-    except BaseException:
-        stop_stack(stack)
-        raise
-    return stack
+    return start_quiet_stack(LocalStackOptions(port=free_port(), max_replicas=max_replicas))
 
 
 def run_service(args: argparse.Namespace, model: Demucs, plan: Plan) -> list[str]:

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
 from infra.cli import main
 from infra.embedded_s3 import EmbeddedS3
@@ -24,12 +23,12 @@ from infra.model_store import pull_model
 from models.audiogen import AudioGen
 from tests.models.test_audiogen import (
     PROMPT,
-    TEXT_WIDTH,
     assert_every_tensor_landed,
     audiocraft_config,
     checkpoint_for,
     codec_landings,
     lm_landings,
+    save_tiny_t5,
 )
 
 LANDINGS = lm_landings() + codec_landings()
@@ -73,13 +72,7 @@ def write_release(
 @pytest.fixture(scope="module")
 def t5_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny T5 encoder + byte-level tokenizer as a local folder (stands in for t5-large)."""
-    folder = tmp_path_factory.mktemp("t5")
-    config = T5Config(vocab_size=384, d_model=TEXT_WIDTH, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        T5EncoderModel(config).save_pretrained(folder)
-    ByT5Tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny_t5(tmp_path_factory.mktemp("t5"))
 
 
 def convert(*args: str) -> int:

@@ -167,16 +167,19 @@ def checkpoint_for(landings: list[Landing], seed: int = 0) -> dict[str, torch.Te
     return {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
 
 
-@pytest.fixture(scope="module")
-def t5_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny T5 encoder and the byte-level tokenizer saved as a local folder (stands in for t5-large)."""
-    folder = tmp_path_factory.mktemp("t5")
+def save_tiny_t5(folder: Path) -> Path:
+    """A tiny T5 encoder and the byte-level tokenizer saved in `folder` (stands in for t5-large)."""
     config = T5Config(vocab_size=384, d_model=TEXT_WIDTH, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         T5EncoderModel(config).save_pretrained(folder)
     ByT5Tokenizer().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def t5_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_t5(tmp_path_factory.mktemp("t5"))
 
 
 @pytest.fixture(scope="module")
