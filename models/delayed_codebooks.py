@@ -25,12 +25,12 @@ from infra.audio import Audio
 from models.common import ModelInfo, prompt_seeds
 
 
-def _dtype_for(device: str) -> torch.dtype:
+def dtype_for(device: str) -> torch.dtype:
     """float16 on CUDA (half the memory, tensor cores), float32 elsewhere (CPU half is slow and lossy)."""
     return torch.float16 if device.startswith("cuda") else torch.float32
 
 
-class _RowSampler(LogitsProcessor):
+class RowSampler(LogitsProcessor):
     """Top-k / temperature sampling with one `torch.Generator` per prompt, as a transformers logits processor.
 
     Runs after MusicGen's classifier-free-guidance processor, on scores `[B * K, V]` whose row
@@ -73,7 +73,7 @@ class _SamplerLastList(LogitsProcessorList):
         self.insert(len(self) - 1, processor)
 
 
-def _validate_settings(
+def validate_settings(
     prompts: Sequence[str], duration_s: float, guidance_scale: float, top_k: int, temperature: float
 ) -> None:
     if isinstance(prompts, str) or not prompts:
@@ -88,7 +88,7 @@ def _validate_settings(
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
 
-def _num_samples(duration_s: float, sample_rate: int) -> int:
+def samples_for(duration_s: float, sample_rate: int) -> int:
     """`round(duration_s * sample_rate)`; a duration under one sample raises ValueError."""
     num_samples = round(duration_s * sample_rate)
     if num_samples < 1:
@@ -103,7 +103,7 @@ def _frames_to_generate(num_samples: int, hop_length: int, delay_steps: int) -> 
 
 
 def _decoding_config(base: GenerationConfig, guidance_scale: float, max_new_tokens: int) -> GenerationConfig:
-    """A copy of `base` for `_RowSampler`: greedy search on its one-hot scores, `max_new_tokens` steps."""
+    """A copy of `base` for `RowSampler`: greedy search on its one-hot scores, `max_new_tokens` steps."""
     config = copy.deepcopy(base)
     config.update(
         do_sample=False,
@@ -117,7 +117,7 @@ def _decoding_config(base: GenerationConfig, guidance_scale: float, max_new_toke
     return config
 
 
-def _trimmed_audio(waveforms: torch.Tensor, num_samples: int, sample_rate: int) -> list[Audio]:
+def trimmed_audio(waveforms: torch.Tensor, num_samples: int, sample_rate: int) -> list[Audio]:
     """Decoded `[B, C, T']` (T' >= `num_samples`) as B float32 `Audio` `[C, num_samples]`."""
     assert waveforms.shape[-1] >= num_samples, f"decoded {waveforms.shape[-1]} < {num_samples} samples"
     batch = waveforms[..., :num_samples].float().cpu().numpy()
@@ -136,7 +136,7 @@ class DelayedCodebookModel:
         device: str,
     ) -> None:
         # transformers wraps `PreTrainedModel.to` in functools.wraps(nn.Module.to): mypy sees it unbound.
-        self._model = model.to(device=device, dtype=_dtype_for(device)).eval()  # type: ignore[call-arg]
+        self._model = model.to(device=device, dtype=dtype_for(device)).eval()  # type: ignore[call-arg]
         self._tokenizer = tokenizer
         self._info = info
         self.device = device
@@ -187,9 +187,9 @@ class DelayedCodebookModel:
 
     def _sampler(
         self, count: int, seed: int | None, seeds: Sequence[int] | None, temperature: float, top_k: int
-    ) -> _RowSampler:
+    ) -> RowSampler:
         """The sampler of `count` prompts, seeded as `prompt_seeds` says."""
-        return _RowSampler(
+        return RowSampler(
             prompt_seeds(count, seed, seeds),
             self._model.decoder.num_codebooks,
             temperature=temperature,
@@ -197,7 +197,7 @@ class DelayedCodebookModel:
         )
 
     def _decode(
-        self, inputs: Mapping[str, Any], config: GenerationConfig, sampler: _RowSampler, **extra: Any
+        self, inputs: Mapping[str, Any], config: GenerationConfig, sampler: RowSampler, **extra: Any
     ) -> torch.Tensor:
         """Decoded audio `[B, C, T']` of `generate` on the tokenized `inputs` (and `extra` arguments)."""
         with torch.inference_mode():

@@ -1,7 +1,7 @@
 """MusicGen text-to-music through transformers: load (debug / folder / hub id), generate, save.
 
 Sampling is done per prompt with its own `torch.Generator`, so a prompt's output depends only on the
-prompt, its seed and the settings, never on what it was batched with (see `_RowSampler` in
+prompt, its seed and the settings, never on what it was batched with (see `RowSampler` in
 models/delayed_codebooks.py).
 """
 
@@ -40,11 +40,11 @@ from models.common import (
 )
 from models.delayed_codebooks import (
     DelayedCodebookModel,
-    _dtype_for,
-    _num_samples,
-    _RowSampler,
-    _trimmed_audio,
-    _validate_settings,
+    RowSampler,
+    dtype_for,
+    samples_for,
+    trimmed_audio,
+    validate_settings,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,13 +86,13 @@ def _debug_config(
     """
     # vocab_size 384 matches `ByT5Tokenizer()`, the one tokenizer that needs no files.
     text = T5Config(vocab_size=384, d_model=text_hidden_size, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    audio = _debug_codec(
+    audio = debug_codec(
         sampling_rate=sampling_rate, upsampling_ratios=upsampling_ratios, target_bandwidth=target_bandwidth
     )
-    return _debug_composite(MusicgenConfig, MusicgenDecoderConfig, text, audio)
+    return debug_composite(MusicgenConfig, MusicgenDecoderConfig, text, audio)
 
 
-def _debug_codec(
+def debug_codec(
     *,
     sampling_rate: int = 32000,
     upsampling_ratios: Sequence[int] = (8, 5, 4, 4),
@@ -114,7 +114,7 @@ def _debug_codec(
     )
 
 
-def _debug_composite(
+def debug_composite(
     config_class: type[_Config],
     decoder_class: type[MusicgenDecoderConfig | MusicgenMelodyDecoderConfig],
     text: T5Config,
@@ -134,11 +134,11 @@ def _build_debug(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_DEBUG_TORCH_SEED)
         model = MusicgenForConditionalGeneration(config)
-        _randomize_codebooks(model)
+        randomize_codebooks(model)
     return model, ByT5Tokenizer()
 
 
-def _randomize_codebooks(model: MusicgenForConditionalGeneration) -> None:
+def randomize_codebooks(model: MusicgenForConditionalGeneration) -> None:
     """EnCodec initialises its codebooks to zeros (they are learnt by k-means), which would decode every
     token sequence to the same audio; random codebooks make the debug model's output depend on its tokens."""
     for codebook in model.audio_encoder.modules():
@@ -159,7 +159,7 @@ def _load_weights(
     return model, tokenizer
 
 
-def _weights_kind(model: PreTrainedModel) -> WeightsKind:
+def saved_weights_kind(model: PreTrainedModel) -> WeightsKind:
     return weights_kind(getattr(model.config, WEIGHTS_CONFIG_KEY, "pretrained"), WEIGHTS_CONFIG_KEY)
 
 
@@ -193,8 +193,8 @@ class MusicGen(DelayedCodebookModel):
             uri,
             revision,
             debug=lambda: _build_debug(cls._tiny_config()),
-            load=lambda source: _load_weights(source, _dtype_for(device), cache_dir, revision, cls.__name__),
-            weights=lambda loaded: _weights_kind(loaded[0]),
+            load=lambda source: _load_weights(source, dtype_for(device), cache_dir, revision, cls.__name__),
+            weights=lambda loaded: saved_weights_kind(loaded[0]),
         )
         log_loaded(logger, cls.__name__, info, device)
         return cls(model, tokenizer, info, device)
@@ -222,14 +222,14 @@ class MusicGen(DelayedCodebookModel):
         each prompt gets a random seed. `guidance_scale` (classifier-free guidance, default 3.0; 1.0 turns it
         off), `top_k` (default 250) and `temperature` (default 1.0, > 0) shape the sampling.
         """
-        _validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
-        num_samples = _num_samples(duration_s, self.sample_rate)
+        validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
+        num_samples = samples_for(duration_s, self.sample_rate)
         sampler = self._sampler(len(prompts), seed, seeds, temperature, top_k)
         waveforms = self._generate_waveforms(list(prompts), num_samples, guidance_scale, sampler)
-        return _trimmed_audio(waveforms, num_samples, self.sample_rate)
+        return trimmed_audio(waveforms, num_samples, self.sample_rate)
 
     def _generate_waveforms(
-        self, prompts: list[str], num_samples: int, guidance_scale: float, sampler: _RowSampler
+        self, prompts: list[str], num_samples: int, guidance_scale: float, sampler: RowSampler
     ) -> torch.Tensor:
         """Decoded audio `[B, C, T']`, T' >= `num_samples`."""
         config = self._generation_config(num_samples, guidance_scale)
@@ -260,9 +260,9 @@ class MusicGen(DelayedCodebookModel):
         settings work as in `generate`. Bad settings raise ValueError, empty or non-finite audio an
         `AudioError` (a ValueError).
         """
-        _validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
+        validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
         clip = _conform(validate(prompt_audio), self.sample_rate, self.channels)
-        num_samples = _num_samples(duration_s, self.sample_rate)
+        num_samples = samples_for(duration_s, self.sample_rate)
         if num_samples <= clip.num_samples:
             raise ValueError(
                 f"duration_s={duration_s!r} is the total length and must exceed the prompt audio's "
@@ -271,7 +271,7 @@ class MusicGen(DelayedCodebookModel):
         sampler = self._sampler(len(prompts), seed, seeds, temperature, top_k)
         codes = self._clip_codes(clip).repeat(len(prompts), 1)
         waveforms = self._continue_waveforms(list(prompts), codes, num_samples, guidance_scale, sampler)
-        return _trimmed_audio(waveforms, num_samples, self.sample_rate)
+        return trimmed_audio(waveforms, num_samples, self.sample_rate)
 
     def _clip_codes(self, clip: Audio) -> torch.Tensor:
         """The decoder's codes `[K, S]` for `clip` `[C, T]` at the model's rate, S = ceil(T / hop) frames."""
@@ -295,7 +295,7 @@ class MusicGen(DelayedCodebookModel):
         codes: torch.Tensor,
         num_samples: int,
         guidance_scale: float,
-        sampler: _RowSampler,
+        sampler: RowSampler,
     ) -> torch.Tensor:
         """Decoded audio `[B, C, T']`, T' >= `num_samples`, continuing `codes` `[B * K, S]`."""
         # The codes fill the first S frames.

@@ -30,13 +30,13 @@ from infra.audio import Audio, resample, to_mono, validate
 from models.common import ModelInfo, hub_loading, load_or_debug, log_loaded, resolve_device
 from models.delayed_codebooks import (
     DelayedCodebookModel,
-    _dtype_for,
-    _num_samples,
-    _RowSampler,
-    _trimmed_audio,
-    _validate_settings,
+    RowSampler,
+    dtype_for,
+    samples_for,
+    trimmed_audio,
+    validate_settings,
 )
-from models.musicgen import _debug_codec, _debug_composite, _randomize_codebooks, _weights_kind
+from models.musicgen import debug_codec, debug_composite, randomize_codebooks, saved_weights_kind
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def _debug_config() -> MusicgenMelodyConfig:
     # vocab_size 384 matches `ByT5Tokenizer()`, the one tokenizer that needs no files.
     text = T5Config(vocab_size=384, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
     # 4 codebooks of 6 bits at 50 Hz, as the released codec's 2.2 kbps are 4 codebooks of 11 bits.
-    audio = _debug_codec(target_bandwidth=1.2)
-    return _debug_composite(MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, text, audio)
+    audio = debug_codec(target_bandwidth=1.2)
+    return debug_composite(MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, text, audio)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _build_debug() -> tuple[MusicgenMelodyForConditionalGeneration, PreTrainedTo
         torch.manual_seed(_DEBUG_TORCH_SEED)
         model = MusicgenMelodyForConditionalGeneration(_debug_config())
         # The helper touches only `model.audio_encoder`, which both architectures share.
-        _randomize_codebooks(cast(Any, model))
+        randomize_codebooks(cast(Any, model))
     return model, ByT5Tokenizer()
 
 
@@ -171,8 +171,8 @@ class MusicGenMelody(DelayedCodebookModel):
             revision,
             # The released chroma settings; the debug codec is 32 kHz too.
             debug=lambda: (*_build_debug(), ChromaExtractor()),
-            load=lambda source: _load_weights(source, _dtype_for(device), cache_dir, revision),
-            weights=lambda loaded: _weights_kind(loaded[0]),
+            load=lambda source: _load_weights(source, dtype_for(device), cache_dir, revision),
+            weights=lambda loaded: saved_weights_kind(loaded[0]),
         )
         log_loaded(logger, "MusicGen-Melody", info, device)
         return cls(model, tokenizer, chroma, info, device)
@@ -203,12 +203,12 @@ class MusicGenMelody(DelayedCodebookModel):
         of shorter prompts, so a prompt batched with longer ones can give different audio than alone.
         Bad settings raise ValueError, an empty or non-finite melody an `AudioError` (a ValueError).
         """
-        _validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
+        validate_settings(prompts, duration_s, guidance_scale, top_k, temperature)
         features = None if melody is None else self._chroma(melody)
-        num_samples = _num_samples(duration_s, self.sample_rate)
+        num_samples = samples_for(duration_s, self.sample_rate)
         sampler = self._sampler(len(prompts), seed, seeds, temperature, top_k)
         waveforms = self._generate_waveforms(list(prompts), features, num_samples, guidance_scale, sampler)
-        return _trimmed_audio(waveforms, num_samples, self.sample_rate)
+        return trimmed_audio(waveforms, num_samples, self.sample_rate)
 
     def _generate_waveforms(
         self,
@@ -216,7 +216,7 @@ class MusicGenMelody(DelayedCodebookModel):
         chroma: torch.Tensor | None,
         num_samples: int,
         guidance_scale: float,
-        sampler: _RowSampler,
+        sampler: RowSampler,
     ) -> torch.Tensor:
         """Decoded audio `[B, C, T']`, T' >= `num_samples`; `chroma` `[frames, 12]` is shared by the batch."""
         config = self._generation_config(num_samples, guidance_scale)
