@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from machine_info import load_average, machine, start_quiet_stack, stop_stack
 
+from deployments.tools.local_stack import LocalStack, LocalStackOptions
+from deployments.tools.serve_config import APP_NAME
 from infra.audio import Audio, resample, to_mono
 from infra.embedded_s3 import free_port
-from infra.local_stack import LocalStack, LocalStackOptions
-from infra.serve_config import APP_NAME
 from models.tts import StockTTS
 from models.whisper import Transcript, Whisper
 

@@ -30,10 +30,10 @@ import httpx
 import numpy as np
 from machine_info import load_average, machine, start_quiet_stack, stop_stack
 
+from deployments.tools.local_stack import LocalStackOptions
 from infra.audio import encode
 from infra.client import SoundstageClient
 from infra.embedded_s3 import free_port
-from infra.local_stack import LocalStackOptions
 from models.tts import StockTTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test suite's dialog builder

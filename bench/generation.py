@@ -307,9 +307,9 @@ def saved_models(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Musi
 def run_served(args: argparse.Namespace) -> None:
     from machine_info import start_quiet_stack, stop_stack
 
+    from deployments.tools.local_stack import LocalStackOptions
+    from deployments.tools.serve_config import APP_NAME
     from infra.embedded_s3 import free_port
-    from infra.local_stack import LocalStackOptions
-    from infra.serve_config import APP_NAME
 
     batching = {"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_s}
     started = time.perf_counter()

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from machine_info import load_average, machine, start_quiet_stack, stop_stack, timed
 
+from deployments.tools.local_stack import LocalStackOptions
 from infra.client import SoundstageClient
 from infra.embedded_s3 import free_port
-from infra.local_stack import LocalStackOptions
 from models.musicgen import MusicGen
 
 PROMPT = "lo-fi beat with warm piano"

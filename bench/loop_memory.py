@@ -1,8 +1,8 @@
 """Loop rendering in constant memory: a long loop of a short clip streamed into the embedded S3 server.
 
 The work: synthesise an 8 s, 120 BPM clip (kick, hi-hats, a chord per bar), find its loop points
-(`pipelines.loop_points.find_loop_points`), then render `--duration-s` seconds of it through the
-same code the `render` stage runs (`pipelines.loop.stream_loop`: block renderer → incremental encoder
+(`infra.dsp.loop_points.find_loop_points`), then render `--duration-s` seconds of it through the
+same code the `render` stage runs (`pipelines.jobs.loop.stream_loop`: block renderer → incremental encoder
 → `Storage.upload_stream` multipart upload) into the embedded S3 server (moto, in another process, so
 the stored object does not count against this process).
 
@@ -27,11 +27,11 @@ from machine_info import load_average, machine
 
 from infra.audio import Audio
 from infra.audio_stream import STREAMABLE_FORMATS
+from infra.dsp.loop_points import find_loop_points
 from infra.embedded_s3 import EmbeddedS3
 from infra.settings import Settings
 from infra.storage import Storage, output_key
-from pipelines.loop import stream_loop
-from pipelines.loop_points import find_loop_points
+from pipelines.jobs.loop import stream_loop
 
 PACKAGES = ("numpy", "soundfile", "boto3", "moto")
 JOB_ID = "0" * 31 + "1"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily below: bench/generation.py --device-only must run without Ray or boto3
-    from infra.local_stack import LocalStack, LocalStackOptions
+    from deployments.tools.local_stack import LocalStack, LocalStackOptions
 
 
 def machine(packages: Sequence[str]) -> list[str]:
@@ -43,7 +43,7 @@ def timed(call: Callable[[], object]) -> float:
 def start_quiet_stack(options: LocalStackOptions) -> LocalStack:
     """Ray with replica logs kept off the console (they would break up the tables), the embedded S3
     and the soundstage app; everything is torn down again if the start fails."""
-    from infra.local_stack import LocalStack, enable_ray_token_auth
+    from deployments.tools.local_stack import LocalStack, enable_ray_token_auth
 
     enable_ray_token_auth()  # Ray reads RAY_AUTH_MODE when it is first imported
     import logging

@@ -6,9 +6,9 @@ input is one generated stereo music-like clip at 44.1 kHz (kick, hi-hat, bass, c
   time    service  POST /v1/jobs/separate (multipart WAV, `--segment-s`, `--overlap-s`), then poll
                    GET /v1/jobs/{id} until it succeeded: upload, fan-out of the segments over the
                    `Separation` replicas, crossfaded join, four WAV stems stored in S3
-          bare     the same segment plan (`pipelines.segments.plan_segments`) in this process:
+          bare     the same segment plan (`infra.dsp.segments.plan_segments`) in this process:
                    `Demucs.separate` on each cut (`demucs.apply.apply_model`, split=True, plus the mono
-                   mean/std standardisation) one after another, joined with `pipelines.segments.join`
+                   mean/std standardisation) one after another, joined with `infra.dsp.segments.join`
           The two take turns after a warm-up; the stems of the first job are checked against the bare ones;
           the service's time is split into phases with the stage durations from the job record.
   memory  peak RSS (VmHWM) of a fresh Python process running the bare path on `--memory-durations`
@@ -41,13 +41,13 @@ import soundfile as sf
 import torch
 from machine_info import load_average, machine, start_quiet_stack, stop_stack, timed
 
+from deployments.tools.local_stack import LocalStack, LocalStackOptions
+from deployments.tools.serve_config import APP_NAME
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
+from infra.dsp.segments import Segment, cut, join, plan_segments
 from infra.embedded_s3 import free_port
-from infra.local_stack import LocalStack, LocalStackOptions
-from infra.serve_config import APP_NAME
 from models.demucs import Demucs
-from pipelines.segments import Segment, cut, join, plan_segments
 
 SAMPLE_RATE = 44100
 PACKAGES = ("ray", "torch", "demucs", "numpy", "httpx")

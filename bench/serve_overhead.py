@@ -30,11 +30,11 @@ import torch
 from machine_info import load_average, machine, stop_stack, timed
 from pydantic import BaseModel
 
+from deployments.tools.local_stack import LocalStack, LocalStackOptions, enable_ray_token_auth
+from deployments.tools.serve_config import APP_NAME
 from infra.audio import Audio, decode, encode
 from infra.client import SoundstageClient
 from infra.embedded_s3 import free_port
-from infra.local_stack import LocalStack, LocalStackOptions, enable_ray_token_auth
-from infra.serve_config import APP_NAME
 from models.musicgen import MusicGen
 
 BENCH_APP = "serve-overhead-bench"

@@ -5,19 +5,19 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from deployments.asr import ASRDeployment
-from deployments.audiogen import AudioGenDeployment
-from deployments.diarization import DiarizerDeployment
+from deployments.families.asr import ASRDeployment
+from deployments.families.audiogen import AudioGenDeployment
+from deployments.families.diarization import DiarizerDeployment
+from deployments.families.music import MusicGenDeployment
+from deployments.families.musicgen_melody import MusicGenMelodyDeployment
+from deployments.families.pitch import PitchDeployment
+from deployments.families.separation import SeparationDeployment
+from deployments.families.stable_audio import StableAudioDeployment
+from deployments.families.tts import TTSDeployment
+from deployments.families.vad import VADDeployment
+from deployments.families.voice_clone import VoiceCloneDeployment
 from deployments.ingress import Ingress
-from deployments.music import MusicGenDeployment
-from deployments.musicgen_melody import MusicGenMelodyDeployment
-from deployments.pitch import PitchDeployment
 from deployments.runner import JobRunner
-from deployments.separation import SeparationDeployment
-from deployments.stable_audio import StableAudioDeployment
-from deployments.tts import TTSDeployment
-from deployments.vad import VADDeployment
-from deployments.voice_clone import VoiceCloneDeployment
 
 Device = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 

@@ -18,22 +18,22 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments import analysis_routes as analysis
-from deployments import loop_routes, voices
-from deployments import voice_replace_routes as replace_routes
-from deployments.api import Authorized, app, settings
-from deployments.audio_inputs import UploadInfo, decode_input, load_upload, store_upload, upload_info
-from deployments.http_errors import ApiError
-from deployments.schemas import JobList, JobReport, JobView, ModelsView, job_report, job_view
-from deployments.speech import (
+from deployments.http import analysis_routes as analysis
+from deployments.http import loop_routes, voices
+from deployments.http import voice_replace_routes as replace_routes
+from deployments.http.api import Authorized, app, settings
+from deployments.http.audio_inputs import UploadInfo, decode_input, load_upload, store_upload, upload_info
+from deployments.http.errors import ApiError
+from deployments.http.schemas import JobList, JobReport, JobView, ModelsView, job_report, job_view
+from deployments.http.speech import (
     MEDIA_TYPES,
     SPEECH_MODELS,
     SpeechRequest,
     encoded_stream,
     sentences_audio,
 )
-from deployments.transcripts import Granularity, ResponseFormat
-from deployments.url_inputs import fetch_url
+from deployments.http.transcripts import Granularity, ResponseFormat
+from deployments.http.url_inputs import fetch_url
 from infra.audio import Audio, AudioFormat
 from infra.jobs import (
     IdempotencyConflictError,
@@ -45,8 +45,8 @@ from infra.jobs import (
 )
 from infra.storage import InvalidKeyPartError, Storage, StorageError
 from models.pitch import PitchContour
-from pipelines.diarize_job import DIARIZE_JOB, DiarizeJobRequest, turns_body
-from pipelines.generation import (
+from pipelines.jobs.diarize import DIARIZE_JOB, DiarizeJobRequest, turns_body
+from pipelines.jobs.generation import (
     MAX_MELODY_S,
     MIN_CONTINUATION_S,
     MUSIC_JOB,
@@ -55,11 +55,11 @@ from pipelines.generation import (
     MusicJobRequest,
     SfxJobRequest,
 )
-from pipelines.loop import LOOP_JOB
-from pipelines.pitch_shift import PITCH_SHIFT_JOB, PitchShiftJobRequest
-from pipelines.separation import SEPARATE_JOB, SeparateJobRequest
-from pipelines.voice_lines import TARGET_PATTERN
-from pipelines.voice_replace import VOICE_REPLACE_JOB, VoiceReplaceJobRequest
+from pipelines.jobs.loop import LOOP_JOB
+from pipelines.jobs.pitch_shift import PITCH_SHIFT_JOB, PitchShiftJobRequest
+from pipelines.jobs.separation import SEPARATE_JOB, SeparateJobRequest
+from pipelines.jobs.voice_replace import VOICE_REPLACE_JOB, VoiceReplaceJobRequest
+from pipelines.voice.lines import TARGET_PATTERN
 
 logger = logging.getLogger(__name__)
 VOICE_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -21,8 +21,8 @@ from ray.serve.handle import DeploymentHandle
 from infra.jobs import JobError, JobRecord, JobStatus, JobStore, StaleAttemptError
 from infra.settings import Settings, load_settings
 from infra.storage import Storage, StorageError
-from pipelines.registry import PIPELINES
-from pipelines.stages import JobCancelledError, RetryPolicy, StageFailedError, StageRunner, job_result
+from pipelines.engine.registry import PIPELINES
+from pipelines.engine.stages import JobCancelledError, RetryPolicy, StageFailedError, StageRunner, job_result
 
 logger = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ def storage(settings: Settings) -> Storage:
 @pytest.fixture(scope="session")
 def stack(s3: EmbeddedS3) -> Iterator[object]:
     """Ray (2 CPUs, 3 logical GPUs) + the soundstage app from serve_config.yaml's local profile."""
-    from infra.local_stack import LocalStack, LocalStackOptions
+    from deployments.tools.local_stack import LocalStack, LocalStackOptions
 
     saved = dict(os.environ)
     os.environ.update({**s3.env, **TEST_ENV})

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from deployments.tools.serve_config import APP_NAME
 from infra.jobs import JobRecord, JobStore
-from infra.serve_config import APP_NAME
 
 
 def replica_names(deployment: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
-from pipelines.diarization import Turn, speech_time_accuracy
+from models.diarization import Turn, speech_time_accuracy
 from tests.dialog import Dialog
 
 pytestmark = pytest.mark.ray

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployments.schemas import job_report
+from deployments.http.schemas import job_report
 from infra.jobs import JobError, JobRecord, JobStatus, StageRecord
 
 

@@ -1,11 +1,11 @@
-"""Inputs by `url` (deployments/url_inputs.py): fetched from the embedded S3 server over real HTTP."""
+"""Inputs by `url` (deployments/http/url_inputs.py): fetched from the embedded S3 server over real HTTP."""
 
 from __future__ import annotations
 
 import pytest
 
-from deployments.http_errors import ApiError
-from deployments.url_inputs import fetch_url
+from deployments.http.errors import ApiError
+from deployments.http.url_inputs import fetch_url
 from infra.settings import Settings
 from infra.storage import Storage
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from demucs.htdemucs import HTDemucs
 
-from infra.cli import main
+from deployments.tools.cli import main
 from models.demucs import STEMS_4, Demucs
 from tests.models.test_demucs import _write_demucs_package
 

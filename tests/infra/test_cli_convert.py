@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from infra.cli import main
+from deployments.tools.cli import main
 from infra.embedded_s3 import EmbeddedS3
 from infra.model_store import pull_model
 from models.audiogen import AudioGen

@@ -10,7 +10,7 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from infra.serve_config import load_config
+from deployments.tools.serve_config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "infra" / "k8s" / "rayservice.yaml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.local_stack import RAY_START_TRIES, LocalStack, LocalStackOptions
+from deployments.tools.local_stack import RAY_START_TRIES, LocalStack, LocalStackOptions
 
 TIMEOUT = "The current node timed out during startup. This could happen because some of the raylet failed"
 

@@ -1,4 +1,4 @@
-"""infra/serve_config.py: the local profile derived from serve_config.yaml (no Ray cluster needed)."""
+"""deployments/tools/serve_config.py: the local profile derived from serve_config.yaml (no Ray cluster)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from ray.serve.schema import ServeDeploySchema
 
-from infra.serve_config import load_config, local_profile
+from deployments.tools.serve_config import load_config, local_profile
 
 SERVE_CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
 ENV = {"SOUNDSTAGE_S3_ENDPOINT_URL": "http://127.0.0.1:9999", "SOUNDSTAGE_S3_BUCKET": "bench-bucket"}

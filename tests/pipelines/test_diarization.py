@@ -15,11 +15,7 @@ import pytest
 import torch
 
 from infra.audio import Audio
-from models.pitch import shift_pitch
-from models.speaker import SpeakerEncoder
-from models.tts import StockTTS
-from models.vad import SpeechRegion, VoiceActivityDetector
-from pipelines.diarization import (
+from models.diarization import (
     Turn,
     cluster_embeddings,
     diarize,
@@ -27,6 +23,10 @@ from pipelines.diarization import (
     speech_time_accuracy,
     windows_to_turns,
 )
+from models.pitch import shift_pitch
+from models.speaker import SpeakerEncoder
+from models.tts import StockTTS
+from models.vad import SpeechRegion, VoiceActivityDetector
 
 
 def speaker_clusters(

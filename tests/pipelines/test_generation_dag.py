@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.schemas import job_report
+from deployments.http.schemas import job_report
 from infra.audio import Audio, decode, loudness_lufs
+from infra.dsp.mastering import true_peak_dbtp
 from infra.jobs import JobRecord, JobStore
 from infra.storage import Storage
 from models.common import GeneratedAudio, ModelInfo
-from pipelines.generation import GENERATION_STAGES, MUSIC_JOB, MusicJobRequest
-from pipelines.generation_dag import regeneration_seed
-from pipelines.mastering import true_peak_dbtp
-from pipelines.stages import RetryPolicy, StageContext, StageRunner, job_result
+from pipelines.engine.stages import RetryPolicy, StageContext, StageRunner, job_result
+from pipelines.jobs.generation import GENERATION_STAGES, MUSIC_JOB, MusicJobRequest
+from pipelines.jobs.generation_dag import regeneration_seed
 
 SAMPLE_RATE = 32000
 DOUBLE_INFO = ModelInfo(model_id="test-double", revision=None, weights="debug-random")

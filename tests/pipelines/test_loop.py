@@ -21,9 +21,12 @@ import soundfile as sf
 
 from infra.audio import Audio, decode, encode
 from infra.audio_stream import NotStreamableFormatError, StreamEncodeError, encode_stream, wav_header
+from infra.dsp.loop_points import LoopPoints, SourceTooShortError, find_loop_points
+from infra.dsp.loop_render import render_blocks
 from infra.jobs import JobRecord, JobStatus, JobStore
 from infra.storage import Storage, output_key, upload_key
-from pipelines.loop import (
+from pipelines.engine.stages import RetryPolicy, StageContext, StageRunner
+from pipelines.jobs.loop import (
     LOOP_JOB,
     LOOP_STAGES,
     LoopJobRequest,
@@ -31,9 +34,6 @@ from pipelines.loop import (
     job_audio_output,
     stream_loop,
 )
-from pipelines.loop_points import LoopPoints, SourceTooShortError, find_loop_points
-from pipelines.loop_render import render_blocks
-from pipelines.stages import RetryPolicy, StageContext, StageRunner
 
 RATE = 22050
 CROSSFADE = round(0.05 * RATE)

@@ -1,4 +1,4 @@
-"""pipelines/mastering.py: loudness target, true-peak ceiling, inter-sample peaks, seamless loops."""
+"""infra/dsp/mastering.py: loudness target, true-peak ceiling, inter-sample peaks, seamless loops."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio, loudness_lufs
-from pipelines.mastering import make_loopable, master, true_peak_dbtp
+from infra.dsp.mastering import make_loopable, master, true_peak_dbtp
 
 
 def sine(

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from deployments.music import MusicGenDeployment
-from deployments.musicgen_melody import MusicGenMelodyDeployment
+from deployments.families.music import MusicGenDeployment
+from deployments.families.musicgen_melody import MusicGenMelodyDeployment
 from infra.audio import Audio, decode, encode
 from infra.jobs import JobStore
 from infra.storage import Storage, upload_key
 from models.musicgen import MusicGen
 from models.musicgen_melody import MusicGenMelody
-from pipelines.generation import MUSIC_JOB, MusicJobRequest, generate_clip
-from pipelines.stages import Stage, StageContext, StageRunner
+from pipelines.engine.stages import Stage, StageContext, StageRunner
+from pipelines.jobs.generation import MUSIC_JOB, MusicJobRequest, generate_clip
 
 UPLOAD_A = "a" * 32
 UPLOAD_B = "b" * 32

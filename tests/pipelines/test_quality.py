@@ -1,4 +1,4 @@
-"""pipelines/quality.py on synthetic signals: sines, clipped sines, silence, white noise."""
+"""infra/dsp/quality.py on synthetic signals: sines, clipped sines, silence, white noise."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from pipelines.quality import (
+from infra.dsp.quality import (
     CLIPPING_MAX_RATIO,
     HF_NOISE_MAX_RATIO,
     NOISE_LIKE_MIN_FLATNESS,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from pipelines.remix import CROSSFADE_S, Placement, match_layout, remix, seam_weights
+from infra.dsp.remix import CROSSFADE_S, Placement, match_layout, remix, seam_weights
 
 RATE = 1000
 SEAM = round(CROSSFADE_S * RATE)

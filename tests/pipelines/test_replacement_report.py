@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from infra.audio import Audio
-from pipelines.replacement_report import debug_weights, placements, replaced_region
-from pipelines.voice_lines import Line
+from pipelines.voice.lines import Line
+from pipelines.voice.report import debug_weights, placements, replaced_region
 
 CLIP = Audio(np.zeros((1, 10), np.float32), 1000)
 

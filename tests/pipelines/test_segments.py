@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from pipelines.segments import (
+from infra.dsp.segments import (
     DEFAULT_OVERLAP_S,
     DEFAULT_SEGMENT_S,
     Segment,

@@ -1,4 +1,4 @@
-"""pipelines/spectrogram.py: mel filterbank, dB scale, colour map and the PNG."""
+"""infra/dsp/spectrogram.py: mel filterbank, dB scale, colour map and the PNG."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from infra.audio import Audio
-from pipelines.spectrogram import (
+from infra.dsp.spectrogram import (
     BACKGROUND,
     DB_RANGE,
     HEIGHT,

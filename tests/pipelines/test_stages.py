@@ -1,4 +1,4 @@
-"""pipelines/stages.py: commit, resume, verify, retry, cancel and fence — with named test-double stages.
+"""pipelines/engine/stages.py: commit, resume, verify, retry, cancel and fence, with test-double stages.
 
 The stages here are test doubles (plain async functions that count their calls); the job store and
 S3 are real (the embedded server over HTTP).
@@ -14,7 +14,7 @@ import pytest
 
 from infra.jobs import JobRecord, JobStore, StaleAttemptError
 from infra.storage import Storage
-from pipelines.stages import (
+from pipelines.engine.stages import (
     JobCancelledError,
     RetryPolicy,
     Stage,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
+from infra.dsp.time_fit import MAX_RATE, MIN_RATE, fit_line, fit_rate, trim_silence
 from models.pitch import time_stretch
-from pipelines.time_fit import MAX_RATE, MIN_RATE, fit_line, fit_rate, trim_silence
 
 RATE = 16000
 

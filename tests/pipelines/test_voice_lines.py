@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipelines.diarization import Turn
-from pipelines.voice_lines import (
+from models.diarization import Turn
+from pipelines.voice.lines import (
     SpeakerWord,
     UnknownSpeakerError,
     attribute_words,

@@ -21,9 +21,9 @@ import pytest
 from infra.audio import Audio, decode, encode
 from infra.jobs import JobRecord, JobStore
 from infra.storage import Storage, upload_key
-from pipelines.diarization import Turn, diarize
-from pipelines.stages import RetryPolicy, StageFailedError, StageRunner, job_result
-from pipelines.voice_replace import VOICE_REPLACE_JOB, VOICE_REPLACE_STAGES
+from models.diarization import Turn, diarize
+from pipelines.engine.stages import RetryPolicy, StageFailedError, StageRunner, job_result
+from pipelines.jobs.voice_replace import VOICE_REPLACE_JOB, VOICE_REPLACE_STAGES
 from tests.dialog import Dialog, build_dialog
 
 FAST_RETRY = RetryPolicy(tries=1, base_s=0.01)

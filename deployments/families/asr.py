@@ -1,0 +1,92 @@
+"""The Whisper ASR deployment: concurrent transcriptions of one language batched into one model call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray import serve
+
+from deployments.families.model_host import ModelHost
+from infra.audio import Audio
+from models.whisper import Transcript
+
+
+class ASRUserConfig(BaseModel):
+    max_batch_size: int = Field(default=8, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
+    beam_size: int = Field(default=5, ge=1, le=10)
+
+
+@dataclass(frozen=True)
+class TranscriptionCall:
+    audio: Audio
+    language: str | None
+    word_timestamps: bool
+
+    @property
+    def batch_key(self) -> tuple[str | None, bool]:
+        return (self.language, self.word_timestamps)
+
+
+@serve.deployment(
+    name="ASR",
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    max_ongoing_requests=16,
+    max_queued_requests=64,
+    health_check_period_s=10,
+)
+class ASRDeployment(ModelHost):
+    def __init__(self, model_uri: str, device: str = "auto") -> None:
+        from models.whisper import Whisper
+
+        self.model = self.load_model(Whisper.from_pretrained, model_uri, device)
+        self.beam_size = 5
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        config = ASRUserConfig.model_validate(user_config)
+        self.beam_size = config.beam_size
+        self._batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
+        self._batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "english_only": self.model.english_only}
+
+    def supported_languages(self) -> list[str]:
+        return list(self.model.supported_languages)
+
+    async def transcribe(
+        self, audio: Audio, language: str | None = None, word_timestamps: bool = True
+    ) -> Transcript:
+        """Transcript with segments and word timestamps (seconds); `ValueError` for an unknown language."""
+        result: Transcript | Exception = await self._batch(
+            TranscriptionCall(audio, language, word_timestamps)
+        )
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def _batch(self, calls: list[TranscriptionCall]) -> list[Transcript | Exception]:
+        groups: dict[tuple[str | None, bool], list[int]] = defaultdict(list)
+        for i, call in enumerate(calls):
+            groups[call.batch_key].append(i)
+        results: list[Transcript | Exception] = [ValueError("not transcribed")] * len(calls)
+        for (language, words), indices in groups.items():
+            audios = [calls[i].audio for i in indices]
+            try:
+                transcripts = await asyncio.to_thread(
+                    self.model.transcribe_batch,
+                    audios,
+                    language=language,
+                    word_timestamps=words,
+                    beam_size=self.beam_size,
+                )
+            except ValueError as e:  # bad language: that group's callers get the error, not the others
+                transcripts = [e] * len(indices)
+            for i, transcript in zip(indices, transcripts, strict=True):
+                results[i] = transcript
+        return results

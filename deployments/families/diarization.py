@@ -1,0 +1,37 @@
+"""The diarization deployment: VAD regions (from the VAD deployment) → windowed resemblyzer embeddings
+→ spectral clustering (models/diarization.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.families.model_host import ModelHost
+from infra.audio import Audio
+from models.diarization import Turn, diarize
+from models.vad import SpeechRegion
+
+
+@serve.deployment(
+    name="Diarizer",
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    max_ongoing_requests=4,
+    max_queued_requests=64,
+    health_check_period_s=10,
+)
+class DiarizerDeployment(ModelHost):
+    def __init__(
+        self, vad: DeploymentHandle, model_uri: str = "pkg://resemblyzer", device: str = "auto"
+    ) -> None:
+        from models.speaker import SpeakerEncoder
+
+        self.vad = vad
+        self.model = self.load_model(SpeakerEncoder.from_pretrained, model_uri, device)
+
+    async def diarize(self, audio: Audio, num_speakers: int | None = None) -> list[Turn]:
+        """Who speaks when: turns `[start, end, speaker]` (seconds, `SPEAKER_00`… by first appearance)."""
+        regions: list[SpeechRegion] = await self.vad.detect.remote(audio)
+        embeddings, windows = await asyncio.to_thread(self.model.embed_windows, audio, regions)
+        return await asyncio.to_thread(diarize, regions, embeddings, windows, num_speakers)

@@ -1,0 +1,153 @@
+"""The MusicGen deployment: one model per replica, prompts of one duration batched into one `generate`.
+
+`DelayedCodebookGenerator` is the shared body of every deployment whose model has MusicGen's
+`generate` (MusicGen here, AudioGen in deployments/families/audiogen.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray import serve
+
+from deployments.families.model_host import ModelHost
+from infra.audio import Audio
+from models.common import GeneratedAudio
+
+logger = logging.getLogger(__name__)
+
+
+class MusicUserConfig(BaseModel):
+    """Live knobs (`user_config` in serve_config.yaml), applied without restarting replicas."""
+
+    max_batch_size: int = Field(default=4, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    prompt: str
+    duration_s: float
+    seed: int
+    guidance_scale: float
+    top_k: int
+    temperature: float
+
+    @property
+    def batch_key(self) -> tuple[float, float, int, float]:
+        """Calls that can share one `generate`: same length and sampling settings."""
+        return (self.duration_s, self.guidance_scale, self.top_k, self.temperature)
+
+
+class DelayedCodebookGenerator(ModelHost):
+    """A replica holding a MusicGen-architecture model (`self.model`), batching calls of one length."""
+
+    def __init__(self) -> None:
+        # One model call at a time: concurrent ones would split the replica's (capped) GPU memory.
+        self._model_lock = threading.Lock()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        config = MusicUserConfig.model_validate(user_config)
+        self._generate_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
+        self._generate_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "channels": self.model.channels}
+
+    async def generate(
+        self,
+        prompt: str,
+        duration_s: float,
+        seed: int | None = None,
+        guidance_scale: float = 3.0,
+        top_k: int = 250,
+        temperature: float = 1.0,
+    ) -> GeneratedAudio:
+        """One clip `[C, T]` of `duration_s` seconds; batched with concurrent calls of the same length."""
+        call = GenerationCall(
+            prompt=prompt,
+            duration_s=duration_s,
+            seed=secrets.randbelow(2**31) if seed is None else seed,
+            guidance_scale=guidance_scale,
+            top_k=top_k,
+            temperature=temperature,
+        )
+        result: GeneratedAudio = await self._generate_batch(call)
+        return result
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def _generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+        groups: dict[tuple[float, float, int, float], list[int]] = defaultdict(list)
+        for i, call in enumerate(calls):
+            groups[call.batch_key].append(i)
+        results: list[GeneratedAudio | None] = [None] * len(calls)
+        for indices in groups.values():
+            group = [calls[i] for i in indices]
+            audios = await asyncio.to_thread(self._run_group, group)
+            for i, call, audio in zip(indices, group, audios, strict=True):
+                results[i] = GeneratedAudio(audio=audio, seed=call.seed, model=self.model.info)
+        return [r for r in results if r is not None]
+
+    def _run_group(self, group: list[GenerationCall]) -> list[Any]:
+        first = group[0]
+        with self._model_lock:
+            return self.model.generate(
+                [c.prompt for c in group],
+                duration_s=first.duration_s,
+                seeds=[c.seed for c in group],
+                guidance_scale=first.guidance_scale,
+                top_k=first.top_k,
+                temperature=first.temperature,
+            )
+
+
+@serve.deployment(
+    name="MusicGen",
+    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    max_ongoing_requests=8,
+    max_queued_requests=32,
+    health_check_period_s=10,
+)
+class MusicGenDeployment(DelayedCodebookGenerator):
+    def __init__(self, model_uri: str, device: str = "auto") -> None:
+        from models.musicgen import MusicGen
+
+        super().__init__()
+        self.model = self.load_model(MusicGen.from_pretrained, model_uri, device)
+
+    async def continue_audio(
+        self,
+        prompt_audio: Audio,
+        prompt: str,
+        duration_s: float,
+        seed: int | None = None,
+        guidance_scale: float = 3.0,
+        top_k: int = 250,
+        temperature: float = 1.0,
+    ) -> GeneratedAudio:
+        """Extend `prompt_audio` `[C', T']` (any rate) to `duration_s` seconds in total, steered by `prompt`.
+
+        The result `[C, T]` starts with the codec's reconstruction of the clip (see
+        `MusicGen.continue_audio`); a `duration_s` not longer than the clip raises ValueError. Not batched:
+        continuations are rare next to text prompts, and each carries its own clip.
+        """
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        settings = {"guidance_scale": guidance_scale, "top_k": top_k, "temperature": temperature}
+        audio = await asyncio.to_thread(self._continue_one, prompt_audio, prompt, duration_s, seed, settings)
+        return GeneratedAudio(audio=audio, seed=seed, model=self.model.info)
+
+    def _continue_one(
+        self, prompt_audio: Audio, prompt: str, duration_s: float, seed: int, settings: dict[str, Any]
+    ) -> Audio:
+        with self._model_lock:
+            (audio,) = self.model.continue_audio(
+                prompt_audio, [prompt], duration_s=duration_s, seed=seed, **settings
+            )
+        result: Audio = audio
+        return result

@@ -1,0 +1,45 @@
+"""The pitch deployment (CPU): SwiftF0 contours and formant-preserving pitch shifts."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from deployments.families.model_host import ModelHost
+from infra.audio import Audio
+from models.pitch import PitchContour, shift_pitch
+
+
+@serve.deployment(
+    name="Pitch",
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=8,
+    max_queued_requests=64,
+    health_check_period_s=10,
+)
+class PitchDeployment(ModelHost):
+    def __init__(self, model_uri: str = "pkg://swift-f0") -> None:
+        from models.pitch import PitchDetector
+
+        self.model = self.load_model(PitchDetector.from_pretrained, model_uri, "cpu")
+
+    async def detect(
+        self,
+        audio: Audio,
+        fmin_hz: float = 46.875,
+        fmax_hz: float = 2093.75,
+        confidence_threshold: float = 0.5,
+    ) -> PitchContour:
+        """F0 contour (Hz per 16 ms frame, 0 where unvoiced) with confidence and voicing."""
+        return await asyncio.to_thread(
+            self.model.detect,
+            audio,
+            fmin_hz=fmin_hz,
+            fmax_hz=fmax_hz,
+            confidence_threshold=confidence_threshold,
+        )
+
+    async def shift(self, audio: Audio, semitones: float, preserve_formants: bool = True) -> Audio:
+        """The same audio `semitones` higher (or lower), same length; formants kept by default."""
+        return await asyncio.to_thread(shift_pitch, audio, semitones, preserve_formants=preserve_formants)

@@ -1,0 +1,43 @@
+"""The voice-activity deployment (CPU): silero-vad speech regions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from deployments.families.model_host import ModelHost
+from infra.audio import Audio
+from models.vad import SpeechRegion
+
+
+@serve.deployment(
+    name="VAD",
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=8,
+    max_queued_requests=128,
+    health_check_period_s=10,
+)
+class VADDeployment(ModelHost):
+    def __init__(self, model_uri: str = "pkg://silero-vad") -> None:
+        from models.vad import VoiceActivityDetector
+
+        self.model = self.load_model(VoiceActivityDetector.from_pretrained, model_uri, "cpu")
+
+    async def detect(
+        self,
+        audio: Audio,
+        threshold: float = 0.5,
+        min_speech_s: float = 0.25,
+        min_silence_s: float = 0.3,
+        pad_s: float = 0.05,
+    ) -> list[SpeechRegion]:
+        """Speech regions (seconds), in order; `ValueError` for thresholds out of range."""
+        return await asyncio.to_thread(
+            self.model.detect,
+            audio,
+            threshold=threshold,
+            min_speech_s=min_speech_s,
+            min_silence_s=min_silence_s,
+            pad_s=pad_s,
+        )

@@ -1,0 +1,268 @@
+"""The `soundstage` command: run the local stack, submit and follow jobs, manage model weights."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from infra.client import ApiRequestError, JobFailedError, SoundstageClient, download
+from infra.model_store import pull_model, push_model
+from infra.settings import SettingsError, load_settings
+
+DEFAULT_URL = os.environ.get("SOUNDSTAGE_URL", "http://127.0.0.1:8000")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SettingsError, ApiRequestError, JobFailedError, TimeoutError) as e:
+        print(f"soundstage: {e}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="soundstage", description=__doc__)
+    sub = parser.add_subparsers(required=True)
+
+    serve = sub.add_parser("serve", help="start Ray + embedded S3 + the app on this machine")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--config", type=Path, default=None, help="serve config (default: serve_config.yaml)")
+    serve.add_argument("--first-job", action="store_true", help="run a first music job once it is up")
+    serve.add_argument("--exit", action="store_true", help="stop everything after --first-job")
+    serve.add_argument("--output-dir", type=Path, default=Path("soundstage-output"))
+    serve.add_argument("--verbose", action="store_true", help="stream replica logs to this terminal")
+    serve.set_defaults(func=cmd_serve)
+
+    submit = sub.add_parser("submit", help="submit a job")
+    submit.add_argument("kind", choices=["music"])
+    submit.add_argument("prompt")
+    submit.add_argument("--duration", type=float, default=8.0, help="seconds")
+    submit.add_argument("--seed", type=int, default=None)
+    submit.add_argument("--format", default="wav", choices=["wav", "flac", "mp3"])
+    submit.add_argument("--wait", action="store_true", help="follow progress, then download the result")
+    submit.add_argument("--output-dir", type=Path, default=Path("soundstage-output"))
+    _add_url(submit)
+    submit.set_defaults(func=cmd_submit)
+
+    wait = sub.add_parser("wait", help="follow a job and download its result")
+    wait.add_argument("job_id")
+    wait.add_argument("--output-dir", type=Path, default=Path("soundstage-output"))
+    _add_url(wait)
+    wait.set_defaults(func=cmd_wait)
+
+    models = sub.add_parser("models", help="list served models; push/pull weights to the s3:// store")
+    models_sub = models.add_subparsers(required=True)
+    listing = models_sub.add_parser("list")
+    _add_url(listing)
+    listing.set_defaults(func=cmd_models_list)
+    push = models_sub.add_parser("push", help="upload a model folder with its SHA-256 manifest")
+    push.add_argument("folder", type=Path)
+    push.add_argument("uri", help="s3://bucket/prefix")
+    push.set_defaults(func=cmd_models_push)
+    convert = models_sub.add_parser(
+        "convert", help="turn a released checkpoint into safetensors + config (run once, on trusted files)"
+    )
+    _add_convert_arguments(convert)
+    convert.set_defaults(func=cmd_models_convert)
+    pull = models_sub.add_parser("pull", help="sync an s3:// model into the local cache")
+    pull.add_argument("uri")
+    pull.set_defaults(func=cmd_models_pull)
+    return parser
+
+
+def _add_convert_arguments(convert: argparse.ArgumentParser) -> None:
+    convert.add_argument("family", choices=["demucs", "audiogen"])
+    convert.add_argument(
+        "checkpoint",
+        type=Path,
+        help="demucs: a .th file (always unpickled: trusted files only); audiogen: a folder holding "
+        "audiocraft's state_dict.bin + compression_state_dict.bin, or the state_dict.bin file",
+    )
+    convert.add_argument("out_dir", type=Path, help="the folder to write (transformers layout for audiogen)")
+    convert.add_argument(
+        "--compression",
+        type=Path,
+        default=None,
+        help="audiogen: the compression_state_dict.bin (default: beside state_dict.bin)",
+    )
+    convert.add_argument(
+        "--text-encoder",
+        default=None,
+        help="audiogen: T5 hub id or folder (default: the one the config names, t5-large), or 'debug'",
+    )
+    convert.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="audiogen: also accept files that need full unpickling (a pickled omegaconf config); this "
+        "EXECUTES CODE FROM THE FILE, so use it on trusted files only (default: tensors and plain data only)",
+    )
+    convert.add_argument(
+        "--push", metavar="s3://bucket/prefix", default=None, help="then upload the folder to the model store"
+    )
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL, help="API base URL (env SOUNDSTAGE_URL)")
+    parser.add_argument("--api-key", default=os.environ.get("SOUNDSTAGE_API_KEY"))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.tools.local_stack import LocalStack, LocalStackOptions
+
+    options = LocalStackOptions(port=args.port, config_path=args.config, log_to_driver=args.verbose)
+    stack = LocalStack(options)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stack.start()
+        _print_urls(stack, args.verbose)
+        if args.first_job:
+            client = SoundstageClient(stack.base_url, api_key=_first_key())
+            job = client.submit("music", {"prompt": "warm lo-fi piano loop", "duration_s": 4.0, "seed": 1})
+            print(f"first job {job['id']} submitted")
+            _follow(client, job["id"], args.output_dir)
+        if not args.exit:
+            print("serving; press Ctrl-C to stop")
+            stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping Ray, Serve and the embedded S3 server")
+        stack.stop()
+    return 0
+
+
+def _first_key() -> str | None:
+    keys = load_settings().api_keys
+    return keys[0] if keys else None
+
+
+def _print_urls(stack: Any, verbose: bool) -> None:
+    print(f"soundstage is up:  {stack.base_url}")
+    print(f"  API docs:        {stack.base_url}/docs")
+    print(f"  health:          {stack.base_url}/healthz")
+    if stack.s3 is not None:
+        print(f"  embedded S3:     {stack.s3.endpoint_url} (bucket {stack.settings.s3_bucket}, in memory)")
+    if not verbose:
+        print("  replica logs:    /tmp/ray/session_latest/logs/serve/ (or run with --verbose)")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = SoundstageClient(args.url, api_key=args.api_key)
+    body: dict[str, Any] = {"prompt": args.prompt, "duration_s": args.duration, "format": args.format}
+    if args.seed is not None:
+        body["seed"] = args.seed
+    job = client.submit(args.kind, body)
+    print(f"job {job['id']}: {job['status_url']}")
+    if args.wait:
+        _follow(client, job["id"], args.output_dir)
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    _follow(SoundstageClient(args.url, api_key=args.api_key), args.job_id, args.output_dir)
+    return 0
+
+
+def _follow(client: SoundstageClient, job_id: str, output_dir: Path) -> dict[str, Any]:
+    """Progress bar until the job ends, then download every result object through its presigned URL."""
+    with tqdm(total=100, desc=f"job {job_id[:8]}", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
+
+        def update(job: dict[str, Any]) -> None:
+            bar.n = int(job["progress"] * 100)
+            bar.set_postfix_str(f"{job['status']} {job.get('stage') or ''}".strip())
+
+        job = client.wait(job_id, on_update=update)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, item in (job["result"] or {}).items():
+        if isinstance(item, dict) and "url" in item:
+            path = output_dir / f"{job_id}-{item['key'].rsplit('/', 1)[-1]}"
+            size = download(item["url"], path)
+            print(f"{name}: {path} ({size} bytes) <- {item['url'].split('?')[0]}")
+    metadata = job["result"].get("metadata", {})
+    model = metadata.get("model") or {}
+    note = " (random-init debug model: noise, not music)" if metadata.get("weights") == "debug-random" else ""
+    weights = metadata.get("weights")
+    print(f"model {model.get('model_id')}, weights {weights}{note}, seed {metadata.get('seed')}")
+    return job
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    for deployment in SoundstageClient(args.url, api_key=args.api_key).models()["deployments"]:
+        model = deployment.get("model") or {}
+        print(
+            f"{deployment['deployment']:<12} {deployment['status']:<10} replicas={deployment['replicas']} "
+            f"{model.get('model_id', '-')} {model.get('weights', '')}"
+        )
+    return 0
+
+
+def cmd_models_push(args: argparse.Namespace) -> int:
+    manifest = push_model(args.folder, args.uri, load_settings())
+    print(f"pushed {len(manifest)} files to {args.uri}")
+    return 0
+
+
+def cmd_models_convert(args: argparse.Namespace) -> int:
+    """Exit 2 with a one-line reason when the input cannot be converted (missing file, wrong layout)."""
+    # The CLI is the one place outside models/ that reaches into a wrapper: conversion is an offline tool.
+    from models.common import ModelLoadingError
+    from models.convert.audiocraft_checkpoint import CheckpointFileError
+
+    given = {"--compression": args.compression, "--text-encoder": args.text_encoder}
+    misplaced = [flag for flag, value in given.items() if value is not None]
+    misplaced += ["--trust-pickle"] if args.trust_pickle else []
+    if args.family != "audiogen" and misplaced:
+        return _bad_input(f"{', '.join(misplaced)} only apply to audiogen")
+    if args.push is not None and not args.push.startswith("s3://"):
+        return _bad_input(f"--push takes s3://bucket/prefix, not {args.push!r}")
+    try:
+        out_dir = _convert_demucs(args) if args.family == "demucs" else _convert_audiogen(args)
+    except (CheckpointFileError, ModelLoadingError) as e:
+        return _bad_input(str(e))
+    print(f"converted to {out_dir}")
+    if args.push is not None:
+        manifest = push_model(out_dir, args.push, load_settings())
+        print(f"pushed {len(manifest)} files to {args.push}")
+    return 0
+
+
+def _bad_input(message: str) -> int:
+    print(f"soundstage: {message}", file=sys.stderr)
+    return 2
+
+
+def _convert_demucs(args: argparse.Namespace) -> Path:
+    from models.demucs import convert_checkpoint
+
+    return convert_checkpoint(args.checkpoint, args.out_dir)
+
+
+def _convert_audiogen(args: argparse.Namespace) -> Path:
+    from models.audiogen import convert_audiocraft_checkpoint
+    from models.convert.audiocraft_checkpoint import read_audiocraft_release, release_files
+
+    lm_file, codec_file = release_files(args.checkpoint, args.compression)
+    release = read_audiocraft_release(lm_file, codec_file, trust_pickle=args.trust_pickle)
+    return convert_audiocraft_checkpoint(
+        release.state_dict, release.config, args.out_dir, text_encoder=args.text_encoder
+    )
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    print(pull_model(args.uri, load_settings()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
