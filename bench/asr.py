@@ -31,7 +31,8 @@ from deployments.tools.serve_config import APP_NAME
 from infra.audio import Audio, resample, to_mono
 from infra.embedded_s3 import free_port
 from models.tts import StockTTS
-from models.whisper import Transcript, Whisper
+from models.types import Transcript
+from models.whisper import Whisper
 
 PACKAGES = ("ray", "faster-whisper", "ctranslate2", "onnxruntime", "hibari-tts", "numpy")
 SENTENCES = (

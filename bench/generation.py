@@ -53,8 +53,9 @@ from transformers.models.encodec.modeling_encodec import EncodecEuclideanCodeboo
 
 from infra.audio import Audio
 from models.audiogen import AudioGen
-from models.common import ModelInfo, resolve_device
+from models.common import resolve_device
 from models.musicgen import WEIGHTS_CONFIG_KEY, MusicGen
+from models.types import ModelInfo
 
 DEVICE_PACKAGES = ("torch", "transformers", "numpy")
 WRAPPERS: dict[str, type[MusicGen]] = {"musicgen": MusicGen, "audiogen": AudioGen}

@@ -44,7 +44,7 @@ from infra.jobs import (
     JobStore,
 )
 from infra.storage import InvalidKeyPartError, Storage, StorageError
-from models.pitch import PitchContour
+from models.types import PitchContour
 from pipelines.jobs.diarize import DIARIZE_JOB, DiarizeJobRequest, turns_body
 from pipelines.jobs.generation import (
     MAX_MELODY_S,

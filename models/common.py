@@ -8,34 +8,16 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, TypeVar, cast, get_args
 
 from safetensors import SafetensorError
 
-from infra.audio import Audio
+from models.types import ModelInfo, ModelLoadingError, WeightsKind
 
-WeightsKind = Literal["pretrained", "debug-random"]
 DEBUG_URI = "debug"
 
 _Loaded = TypeVar("_Loaded")
-
-
-class ModelLoadingError(RuntimeError):
-    """Weights could not be loaded; the message names every location that was tried."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Which weights produced a result. `weights` is `debug-random` for the tiny test models."""
-
-    model_id: str
-    revision: str | None
-    weights: WeightsKind
-
-    def as_dict(self) -> dict[str, str | None]:
-        return asdict(self)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -45,15 +27,6 @@ def resolve_device(device: str = "auto") -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@dataclass(frozen=True)
-class GeneratedAudio:
-    """One generated clip with the seed that reproduces it and the model that made it."""
-
-    audio: Audio
-    seed: int
-    model: ModelInfo
 
 
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}

@@ -22,7 +22,8 @@ from transformers import (
 )
 
 from infra.audio import Audio
-from models.common import ModelInfo, prompt_seeds
+from models.common import prompt_seeds
+from models.types import ModelInfo
 
 
 def dtype_for(device: str) -> torch.dtype:

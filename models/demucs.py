@@ -23,7 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from infra.audio import Audio, resample, validate
-from models.common import DEBUG_URI, ModelInfo, ModelLoadingError, WeightsKind, resolve_device
+from models.common import DEBUG_URI, resolve_device
+from models.types import ModelInfo, ModelLoadingError, WeightsKind
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +61,15 @@ def _build_debug() -> HTDemucs:
     """Random-init debug model, the same weights on every call (fixed seed, global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_DEBUG_TORCH_SEED)
-        return _build(_debug_kwargs())
+        return build_htdemucs(_debug_kwargs())
 
 
-def _build(kwargs: dict[str, Any]) -> HTDemucs:
+def build_htdemucs(kwargs: dict[str, Any]) -> HTDemucs:
     """An HTDemucs from complete constructor kwargs, in eval mode (a training forward mutates `segment`)."""
     return HTDemucs(**kwargs).eval()
 
 
-def _complete_kwargs(args: tuple[Any, ...], kwargs: dict[str, Any], *, origin: str) -> dict[str, Any]:
+def complete_kwargs(args: tuple[Any, ...], kwargs: dict[str, Any], *, origin: str) -> dict[str, Any]:
     """All HTDemucs constructor arguments, defaults filled in, so config.json pins the architecture.
 
     Keys the installed HTDemucs does not know are dropped with a warning, as `demucs.states.load_model` does.
@@ -84,14 +85,14 @@ def _complete_kwargs(args: tuple[Any, ...], kwargs: dict[str, Any], *, origin: s
     return dict(bound.arguments)
 
 
-def _to_json(value: Any) -> Any:
+def to_json(value: Any) -> Any:
     """JSON form of constructor kwargs; a `Fraction` (HTDemucs `segment`) is encoded as demucs.hf does."""
     if isinstance(value, Fraction):
         return {"_type": "fraction", "numerator": value.numerator, "denominator": value.denominator}
     if isinstance(value, dict):
-        return {str(key): _to_json(item) for key, item in value.items()}
+        return {str(key): to_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_to_json(item) for item in value]
+        return [to_json(item) for item in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise TypeError(f"cannot store a {type(value).__name__} ({value!r}) in {CONFIG_FILE}")
@@ -107,7 +108,7 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def _write_folder(
+def write_folder(
     path: Path,
     kwargs: dict[str, Any],
     state: dict[str, torch.Tensor],
@@ -116,7 +117,7 @@ def _write_folder(
 ) -> None:
     """`config.json` (model type, weights kind, revision, constructor kwargs) + `model.safetensors`."""
     config = {"model_type": MODEL_TYPE, WEIGHTS_CONFIG_KEY: weights, "revision": revision, "kwargs": kwargs}
-    text = json.dumps(_to_json(config), indent=2)
+    text = json.dumps(to_json(config), indent=2)
     path.mkdir(parents=True, exist_ok=True)
     save_file({key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}, path / WEIGHTS_FILE)
     (path / CONFIG_FILE).write_text(text + "\n")
@@ -141,7 +142,7 @@ def _load_folder(folder: Path) -> tuple[HTDemucs, dict[str, Any]]:
     """Model and config from a folder written by `save_pretrained` or `convert_checkpoint`."""
     config = _read_config(folder)
     try:
-        model = _build(dict(config["kwargs"]))
+        model = build_htdemucs(dict(config["kwargs"]))
         # Released checkpoints keep float16 tensors; load_state_dict casts them to the float32 parameters.
         model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     except (OSError, KeyError, TypeError, ValueError, AssertionError, RuntimeError, SafetensorError) as e:
@@ -196,7 +197,7 @@ class Demucs:
                 raise ModelLoadingError(
                     f"no HTDemucs at {uri!r}: tried {DEBUG_URI!r} and a local folder with {CONFIG_FILE} + "
                     f"{WEIGHTS_FILE} ({folder / CONFIG_FILE} missing); a released demucs .th checkpoint must "
-                    "first be converted with `soundstage models convert` (models.demucs.convert_checkpoint)"
+                    "first be converted with `soundstage models convert` (models/convert/demucs.py)"
                 )
             model, config = _load_folder(folder)
             info = ModelInfo(
@@ -271,82 +272,5 @@ class Demucs:
         """Write `config.json` (kwargs, weights kind, revision) and `model.safetensors` into `path`."""
         # Recorded by demucs' `capture_init`; nn.Module.__getattr__ hides its type from mypy.
         args, kwargs = cast(tuple[tuple[Any, ...], dict[str, Any]], self._model._init_args_kwargs)
-        complete = _complete_kwargs(tuple(args), dict(kwargs), origin=str(path))
-        _write_folder(path, complete, self._model.state_dict(), self._info.weights, self._info.revision)
-
-
-def two_stems(stems: dict[str, Audio], keep: str = "vocals") -> dict[str, Audio]:
-    """The two-stem (e.g. vocals / instrumental) view: `{keep: stems[keep], f"no_{keep}": sum of the others}`.
-
-    All stems must share shape `[C, T]` and sample rate. Raises `ValueError` otherwise or if `keep` is absent.
-    """
-    if keep not in stems or len(stems) < 2:
-        raise ValueError(f"keep={keep!r} must be one of at least two stems, got {sorted(stems)}")
-    kept = stems[keep]
-    others = [audio for name, audio in stems.items() if name != keep]
-    for audio in others:
-        if audio.samples.shape != kept.samples.shape or audio.sample_rate != kept.sample_rate:
-            raise ValueError("stems differ in shape or sample rate; they must come from one separation")
-    rest = np.zeros_like(kept.samples)
-    for audio in others:
-        rest += audio.samples
-    return {keep: kept, f"no_{keep}": Audio(rest, kept.sample_rate)}
-
-
-def convert_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
-    """Convert a released demucs `.th` checkpoint of one HTDemucs into `out_dir` (`config.json` +
-    `model.safetensors`, loadable by `Demucs.from_pretrained(str(out_dir))`); returns `out_dir`.
-
-    SECURITY: a `.th` file is a pickle, and unpickling runs arbitrary code. This is the only place in the
-    project that unpickles (`torch.load(weights_only=False)`). Run it only on trusted files (the checksummed
-    releases from dl.fbaipublicfiles.com/demucs), once, offline (`soundstage models convert`); never on
-    uploads or at serve time.
-
-    The package is the dict written by `demucs.states.serialize_model` (`klass`, `args`, `kwargs`, `state`,
-    ...). Only single HTDemucs models are supported: a bag of models (a `.yaml` naming several
-    checkpoints, e.g. htdemucs_ft) must be converted one `.th` at a time and is not combined here;
-    Demucs v2/v3 (HDemucs) and diffq-quantized checkpoints raise `ModelLoadingError`. Float16 tensors are
-    kept as stored (loading casts them). The checkpoint's file stem (demucs' `sig-checksum`) is recorded
-    as the revision.
-    """
-    if checkpoint.suffix in {".yaml", ".yml"}:
-        raise ModelLoadingError(
-            f"{checkpoint} is a bag of models; bags are out of scope: convert one model's .th checkpoint"
-        )
-    package = _unpickle_trusted(checkpoint)
-    kwargs, state = _htdemucs_from_package(package, origin=str(checkpoint))
-    try:
-        _build(kwargs).load_state_dict(state)  # the checkpoint must fit the architecture it names
-    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
-        raise ModelLoadingError(f"{checkpoint} does not load into HTDemucs: {e}") from e
-    _write_folder(out_dir, kwargs, state, "pretrained", revision=checkpoint.stem)
-    logger.info("converted demucs checkpoint", extra={"checkpoint": str(checkpoint), "out_dir": str(out_dir)})
-    return out_dir
-
-
-def _unpickle_trusted(checkpoint: Path) -> Any:
-    """`torch.load` with full unpickling: trusted, offline conversion only (see `convert_checkpoint`)."""
-    try:
-        return torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception as e:  # unpickling can raise anything; report it as a loading failure
-        raise ModelLoadingError(f"could not unpickle demucs checkpoint {checkpoint}: {e}") from e
-
-
-def _htdemucs_from_package(package: Any, *, origin: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Complete constructor kwargs and state dict from a demucs model package; unsupported content raises."""
-    if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= package.keys():
-        raise ModelLoadingError(f"{origin} is not a demucs model package (klass, args, kwargs, state)")
-    klass = package["klass"]
-    if klass is not HTDemucs:
-        raise ModelLoadingError(
-            f"{origin} holds a {getattr(klass, '__name__', klass)!r}; only HTDemucs is supported"
-        )
-    state = package["state"]
-    if state.get("__quantized"):
-        raise ModelLoadingError(f"{origin} is diffq-quantized; only unquantized HTDemucs is supported")
-    kwargs = _complete_kwargs(tuple(package["args"]), dict(package["kwargs"]), origin=origin)
-    try:
-        _to_json(kwargs)
-    except TypeError as e:
-        raise ModelLoadingError(f"{origin}: HTDemucs arguments cannot be written as JSON: {e}") from e
-    return kwargs, cast(dict[str, torch.Tensor], state)
+        complete = complete_kwargs(tuple(args), dict(kwargs), origin=str(path))
+        write_folder(path, complete, self._model.state_dict(), self._info.weights, self._info.revision)

@@ -30,14 +30,7 @@ from transformers import (
 from transformers.models.encodec.modeling_encodec import EncodecEuclideanCodebook
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import (
-    WeightsKind,
-    hub_loading,
-    load_or_debug,
-    log_loaded,
-    resolve_device,
-    weights_kind,
-)
+from models.common import hub_loading, load_or_debug, log_loaded, resolve_device, weights_kind
 from models.delayed_codebooks import (
     DelayedCodebookModel,
     RowSampler,
@@ -46,6 +39,7 @@ from models.delayed_codebooks import (
     trimmed_audio,
     validate_settings,
 )
+from models.types import WeightsKind
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +66,7 @@ _DEBUG_DECODER: dict[str, Any] = {
 _Config = TypeVar("_Config", MusicgenConfig, MusicgenMelodyConfig)
 
 
-def _debug_config(
+def debug_config(
     *,
     sampling_rate: int = 32000,
     upsampling_ratios: Sequence[int] = (8, 5, 4, 4),
@@ -202,7 +196,7 @@ class MusicGen(DelayedCodebookModel):
     @classmethod
     def _tiny_config(cls) -> MusicgenConfig:
         """Config of the `debug` model; subclasses for other checkpoints of this architecture override it."""
-        return _debug_config()
+        return debug_config()
 
     def generate(
         self,

@@ -27,7 +27,7 @@ from transformers import (
 from transformers.audio_utils import chroma_filter_bank
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import ModelInfo, hub_loading, load_or_debug, log_loaded, resolve_device
+from models.common import hub_loading, load_or_debug, log_loaded, resolve_device
 from models.delayed_codebooks import (
     DelayedCodebookModel,
     RowSampler,
@@ -37,6 +37,7 @@ from models.delayed_codebooks import (
     validate_settings,
 )
 from models.musicgen import debug_codec, debug_composite, randomize_codebooks, saved_weights_kind
+from models.types import ModelInfo
 
 logger = logging.getLogger(__name__)
 

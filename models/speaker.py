@@ -39,8 +39,10 @@ import numpy as np
 import numpy.typing as npt
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import ModelInfo, ModelLoadingError, resolve_device
-from models.vad import SpeechRegion, verified_package_file
+from infra.dsp.regions import SpeechRegion
+from models.common import resolve_device
+from models.types import ModelInfo, ModelLoadingError
+from models.vad import verified_package_file
 
 PACKAGE_URI = "pkg://resemblyzer"
 DISTRIBUTION = "Resemblyzer"

@@ -30,16 +30,8 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
 from infra.audio import Audio
-from models.common import (
-    ModelInfo,
-    WeightsKind,
-    hub_loading,
-    load_or_debug,
-    log_loaded,
-    prompt_seeds,
-    resolve_device,
-    weights_kind,
-)
+from models.common import hub_loading, load_or_debug, log_loaded, prompt_seeds, resolve_device, weights_kind
+from models.types import ModelInfo, WeightsKind
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infra.audio import Audio
-from models.common import ModelInfo, ModelLoadingError
+from models.types import ModelInfo, ModelLoadingError
 
 PACKAGE_URI = "pkg://hibari-tts"
 MIN_SPEED, MAX_SPEED = 0.25, 4.0

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import importlib.metadata
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ import numpy.typing as npt
 import onnxruntime
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import ModelInfo, ModelLoadingError
+from infra.dsp.regions import SpeechRegion
+from models.types import ModelInfo, ModelLoadingError
 
 PACKAGE_URI = "pkg://silero-vad"
 DISTRIBUTION = "silero-vad"
@@ -41,22 +41,6 @@ _ONNX_IO = ({"input", "h", "c"}, {"speech_probs", "hn", "cn"})
 # Silero's hysteresis: speech continues until the score drops this far below the entry threshold.
 _EXIT_MARGIN = 0.15
 _DEVICES = ("cpu", "auto")
-
-
-@dataclass(frozen=True)
-class SpeechRegion:
-    """A stretch of speech, `start` <= `end`, in seconds from the start of the audio."""
-
-    start: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.start <= self.end:
-            raise ValueError(f"a speech region needs 0 <= start <= end, got [{self.start}, {self.end}]")
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 def verified_package_file(distribution: str, relative_path: str) -> tuple[Path, str]:

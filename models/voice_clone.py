@@ -24,7 +24,6 @@ import math
 import secrets
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,81 +43,19 @@ from transformers import (
 )
 from transformers.models.mimi.modeling_mimi import MimiEuclideanCodebook
 
-from infra.audio import Audio, AudioError, resample, to_mono, validate
-from models.common import (
-    ModelInfo,
-    WeightsKind,
-    hub_loading,
-    load_or_debug,
-    log_loaded,
-    resolve_device,
-    weights_kind,
-)
+from infra.audio import Audio, resample, to_mono
+from models.common import hub_loading, load_or_debug, log_loaded, resolve_device, weights_kind
+from models.types import ModelInfo, VoiceReference, WeightsKind
 
 logger = logging.getLogger(__name__)
 
 # Saved in config.json, so a saved debug model is still reported as debug-random when loaded back.
 WEIGHTS_CONFIG_KEY = "soundstage_weights"
-MIN_REFERENCE_S, MAX_REFERENCE_S = 5.0, 30.0
-SILENCE_RMS = 1e-3  # -60 dBFS: a reference quieter than this holds no voice to clone
 TOP_K, TEMPERATURE = 50, 0.9
 _SPEAKER = 0
 _DEBUG_TORCH_SEED = 0
 # The special tokens of the CSM tokenizer (Llama 3's, with ids 128002/128003 renamed for audio).
 _BOS, _EOS, _AUDIO, _AUDIO_EOS = "<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"
-
-
-class InvalidReferenceError(AudioError):
-    """A voice reference that cannot be cloned from; `code` says why."""
-
-    code = "invalid_voice_reference"
-
-
-class ReferenceTooShortError(InvalidReferenceError):
-    code = "voice_reference_too_short"
-
-
-class ReferenceTooLongError(InvalidReferenceError):
-    code = "voice_reference_too_long"
-
-
-class SilentReferenceError(InvalidReferenceError):
-    code = "voice_reference_silent"
-
-
-class EmptyTranscriptError(InvalidReferenceError):
-    code = "voice_reference_transcript_empty"
-
-
-@dataclass(frozen=True)
-class VoiceReference:
-    """A clip of the voice to clone, `audio` `[C, T]` at any rate (mixed to mono and resampled to the
-    model's rate), 5 to 30 s long and not silent, with `transcript`, the words spoken in it.
-
-    Raises a typed `InvalidReferenceError` (a `ValueError`) naming the bad value and the allowed range.
-    """
-
-    audio: Audio
-    transcript: str
-
-    def __post_init__(self) -> None:
-        validate(self.audio)
-        duration = self.audio.duration_s
-        limits = f"{MIN_REFERENCE_S:g} to {MAX_REFERENCE_S:g} s"
-        allowed = f"voice reference lasts {duration:.2f} s; it must last {limits}"
-        if duration < MIN_REFERENCE_S:
-            raise ReferenceTooShortError(allowed)
-        if duration > MAX_REFERENCE_S:
-            raise ReferenceTooLongError(allowed)
-        rms = float(np.sqrt(np.mean(np.square(self.audio.samples, dtype=np.float64))))
-        if rms < SILENCE_RMS:
-            raise SilentReferenceError(
-                f"voice reference is silent (RMS {rms:.2e}, below the floor of {SILENCE_RMS:g}, -60 dBFS)"
-            )
-        if not self.transcript.strip():
-            raise EmptyTranscriptError(
-                "voice reference transcript is empty; give the words spoken in the clip"
-            )
 
 
 def _debug_config(text_vocab_size: int, token_ids: dict[str, int]) -> CsmConfig:

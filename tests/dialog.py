@@ -1,7 +1,7 @@
 """A synthetic two-speaker dialog with known turns, made with the project's own offline TTS.
 
 Speaker A is the bundled neural voice (hibari "heart"); speaker B is the same voice pitched down
-6 semitones *without* formant preservation (models/pitch.shift_pitch), which moves pitch and formants
+6 semitones *without* formant preservation (infra/dsp/vocoder.shift_pitch), which moves pitch and formants
 together: a clearly different, lower voice.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infra.audio import Audio
-from models.pitch import shift_pitch
+from infra.dsp.vocoder import shift_pitch
 from models.tts import StockTTS
 
 LINES = (

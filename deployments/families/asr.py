@@ -12,7 +12,7 @@ from ray import serve
 
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.whisper import Transcript
+from models.types import Transcript
 
 
 class ASRUserConfig(BaseModel):

@@ -1,5 +1,5 @@
 """The diarization deployment: VAD regions (from the VAD deployment) → windowed resemblyzer embeddings
-→ spectral clustering (models/diarization.py)."""
+→ spectral clustering (infra/dsp/diarization.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.diarization import Turn, diarize
-from models.vad import SpeechRegion
+from infra.dsp.diarization import diarize
+from infra.dsp.regions import SpeechRegion, Turn
 
 
 @serve.deployment(

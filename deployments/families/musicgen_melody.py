@@ -16,7 +16,7 @@ from ray import serve
 
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.common import GeneratedAudio
+from models.types import GeneratedAudio
 
 
 @serve.deployment(

@@ -8,7 +8,8 @@ from ray import serve
 
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.pitch import PitchContour, shift_pitch
+from infra.dsp.vocoder import shift_pitch
+from models.types import PitchContour
 
 
 @serve.deployment(

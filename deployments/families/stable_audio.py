@@ -9,7 +9,7 @@ from typing import Any
 from ray import serve
 
 from deployments.families.model_host import ModelHost
-from models.common import GeneratedAudio
+from models.types import GeneratedAudio
 
 
 @serve.deployment(

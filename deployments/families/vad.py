@@ -8,7 +8,7 @@ from ray import serve
 
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.vad import SpeechRegion
+from infra.dsp.regions import SpeechRegion
 
 
 @serve.deployment(

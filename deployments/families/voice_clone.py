@@ -8,7 +8,7 @@ from ray import serve
 
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.voice_clone import VoiceReference
+from models.types import VoiceReference
 
 
 @serve.deployment(

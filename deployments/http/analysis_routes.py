@@ -17,7 +17,7 @@ from deployments.http.transcripts import Granularity, ResponseFormat, to_srt, to
 from infra.audio import Audio
 from infra.settings import Settings
 from infra.storage import Storage
-from models.whisper import Transcript
+from models.types import Transcript
 from pipelines.voice.attribution import assign_word_speakers
 
 OPENAI_MODEL_ALIASES = {"whisper-1", "default"}

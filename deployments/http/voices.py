@@ -12,7 +12,7 @@ from infra import voice_store
 from infra.audio import Audio, AudioError
 from infra.storage import Storage
 from infra.voice_store import VoiceNotFoundError, VoiceProfile
-from models.voice_clone import VoiceReference
+from models.types import VoiceReference
 
 T = TypeVar("T")
 

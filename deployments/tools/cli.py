@@ -216,8 +216,8 @@ def cmd_models_push(args: argparse.Namespace) -> int:
 def cmd_models_convert(args: argparse.Namespace) -> int:
     """Exit 2 with a one-line reason when the input cannot be converted (missing file, wrong layout)."""
     # The CLI is the one place outside models/ that reaches into a wrapper: conversion is an offline tool.
-    from models.common import ModelLoadingError
     from models.convert.audiocraft_checkpoint import CheckpointFileError
+    from models.types import ModelLoadingError
 
     given = {"--compression": args.compression, "--text-encoder": args.text_encoder}
     misplaced = [flag for flag, value in given.items() if value is not None]
@@ -243,14 +243,14 @@ def _bad_input(message: str) -> int:
 
 
 def _convert_demucs(args: argparse.Namespace) -> Path:
-    from models.demucs import convert_checkpoint
+    from models.convert.demucs import convert_checkpoint
 
     return convert_checkpoint(args.checkpoint, args.out_dir)
 
 
 def _convert_audiogen(args: argparse.Namespace) -> Path:
-    from models.audiogen import convert_audiocraft_checkpoint
     from models.convert.audiocraft_checkpoint import read_audiocraft_release, release_files
+    from models.convert.audiogen import convert_audiocraft_checkpoint
 
     lm_file, codec_file = release_files(args.checkpoint, args.compression)
     release = read_audiocraft_release(lm_file, codec_file, trust_pickle=args.trust_pickle)

@@ -1,7 +1,7 @@
 """Fit a synthesized line into the slot of the line it replaces (pure DSP, no models).
 
 The clip is first trimmed of leading/trailing silence, then time-stretched (phase vocoder,
-`models.pitch.time_stretch`) to the slot's length, but never beyond the playback-rate bounds
+`infra.dsp.vocoder.time_stretch`) to the slot's length, but never beyond the playback-rate bounds
 `MIN_RATE`..`MAX_RATE` (0.8x to 1.25x: past that a voice audibly drags or rushes). Words are never cut:
 a clip still too long at 1.25x runs on past its slot, first into the silence that follows
 (`overrun_s`), and, when that silence is too short too, over whatever follows it (`overlap_s`). A clip
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infra.audio import Audio
-from models.pitch import time_stretch
+from infra.dsp.vocoder import time_stretch
 
 MIN_RATE = 0.8  # slowest playback rate applied to a synthesized line
 MAX_RATE = 1.25  # fastest

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.diarization import Turn
+from infra.dsp.regions import Turn
 from pipelines.engine.outputs import store_json
 from pipelines.engine.stages import Stage, StageContext, StageResult
 from pipelines.jobs.separation import load_input

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from infra.audio import Audio, AudioFormat, decode, encode
 from infra.storage import upload_key
-from models.common import GeneratedAudio
+from models.types import GeneratedAudio
 from pipelines.engine.stages import Stage, StageContext, StageResult
 from pipelines.jobs.generation_dag import master_clip, select_clip, spectrogram_image, store_outputs
 

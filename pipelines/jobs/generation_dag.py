@@ -30,7 +30,7 @@ from infra.dsp.mastering import master
 from infra.dsp.quality import QualityReport, assess_quality
 from infra.dsp.spectrogram import HEIGHT, WIDTH, render_png
 from infra.storage import output_key
-from models.common import GeneratedAudio
+from models.types import GeneratedAudio
 from pipelines.engine.outputs import store_audio, store_json
 from pipelines.engine.stages import StageContext, StageResult
 

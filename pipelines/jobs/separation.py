@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infra.audio import Audio, AudioFormat, decode, encode, resample
 from infra.dsp.segments import DEFAULT_OVERLAP_S, cut, join, plan_segments
+from infra.dsp.stems import two_stems
 from infra.storage import upload_key
-from models.demucs import two_stems
 from pipelines.engine.outputs import store_audio
 from pipelines.engine.stages import Stage, StageContext, StageResult
 

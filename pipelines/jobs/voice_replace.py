@@ -19,16 +19,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.audio import Audio, AudioFormat, decode, encode, peak_dbfs, resample, to_mono
+from infra.dsp.regions import Turn
 from infra.dsp.remix import match_layout, remix
 from infra.dsp.segments import DEFAULT_OVERLAP_S, DEFAULT_SEGMENT_S
+from infra.dsp.stems import two_stems
 from infra.dsp.time_fit import MAX_RATE, MIN_RATE, fit_line
 from infra.storage import output_key
 from infra.voice_store import load_voice
-from models.demucs import two_stems
-from models.diarization import Turn
-from models.voice_clone import VoiceReference
-from models.whisper import Segment as TranscriptSegment
-from models.whisper import Transcript
+from models.types import Segment as TranscriptSegment
+from models.types import Transcript, VoiceReference
 from pipelines.engine.outputs import store_audio, store_json
 from pipelines.engine.stages import Stage, StageContext, StageResult
 from pipelines.jobs.separation import load_input, separate_in_segments

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from models.diarization import Turn
+from infra.dsp.regions import Turn
 from pipelines.voice.attribution import TimedSegment, assign_word_speakers
 
 AUTO_TARGET = "auto"

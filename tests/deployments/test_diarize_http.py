@@ -11,7 +11,8 @@ import pytest
 
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
-from models.diarization import Turn, speech_time_accuracy
+from infra.dsp.diarization import speech_time_accuracy
+from infra.dsp.regions import Turn
 from tests.dialog import Dialog
 
 pytestmark = pytest.mark.ray

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from models.common import GeneratedAudio
+from models.types import GeneratedAudio
 
 pytestmark = pytest.mark.ray
 

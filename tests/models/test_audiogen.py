@@ -13,8 +13,9 @@ import pytest
 import torch
 from transformers import ByT5Tokenizer, MusicgenForConditionalGeneration, T5Config, T5EncoderModel
 
-from models.audiogen import AudioGen, CheckpointConversionError, convert_audiocraft_checkpoint
-from models.common import ModelLoadingError
+from models.audiogen import AudioGen
+from models.convert.audiogen import CheckpointConversionError, convert_audiocraft_checkpoint
+from models.types import ModelLoadingError
 
 PROMPT = "a dog barks twice in the rain"
 OTHER_PROMPT = "a car engine revs up and drives away"

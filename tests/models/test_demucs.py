@@ -17,8 +17,10 @@ from demucs.pretrained import demucs_unittest
 from demucs.states import save_with_checksum, serialize_model
 
 from infra.audio import Audio, resample
-from models.common import ModelInfo, ModelLoadingError
-from models.demucs import STEMS_4, Demucs, convert_checkpoint, two_stems
+from infra.dsp.stems import two_stems
+from models.convert.demucs import convert_checkpoint
+from models.demucs import STEMS_4, Demucs
+from models.types import ModelInfo, ModelLoadingError
 
 RATE = 44100
 

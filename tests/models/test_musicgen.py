@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from infra.audio import Audio
-from models.common import ModelLoadingError
 from models.musicgen import MusicGen
+from models.types import ModelLoadingError
 
 PROMPT = "lofi hip hop beat with warm piano"
 OTHER_PROMPT = "a much longer prompt: fast techno with acid bass and a four on the floor kick"

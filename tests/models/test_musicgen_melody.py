@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from infra.audio import Audio, AudioError
-from models.common import ModelLoadingError
 from models.musicgen_melody import ChromaExtractor, MusicGenMelody
+from models.types import ModelLoadingError
 
 PROMPT = "lofi hip hop beat with warm piano"
 OTHER_PROMPT = "fast techno with acid bass"

@@ -15,8 +15,9 @@ import swift_f0
 from scipy import linalg, signal
 
 from infra.audio import Audio
-from models.common import ModelLoadingError
-from models.pitch import PitchContour, PitchDetector, shift_pitch
+from infra.dsp.vocoder import shift_pitch
+from models.pitch import PitchDetector
+from models.types import ModelLoadingError, PitchContour
 
 RATE = 22050  # not a multiple of the model's 16 kHz, so every test also exercises the resampling
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from infra.audio import Audio, EmptyAudioError, resample
-from models.common import ModelLoadingError
-from models.pitch import shift_pitch
+from infra.dsp.regions import SpeechRegion
+from infra.dsp.vocoder import shift_pitch
 from models.speaker import SAFETENSORS_FILE, SpeakerEncoder, _mel_frames
 from models.tts import StockTTS
-from models.vad import SpeechRegion
+from models.types import ModelLoadingError
 
 SEMITONES = -6.0
 SENTENCES_A = (

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from infra.audio import Audio
-from models.common import ModelLoadingError
 from models.stable_audio import StableAudio
+from models.types import ModelLoadingError
 
 PROMPT = "dog barking in the rain"
 OTHER_PROMPT = "a much longer prompt: a door slams shut, then footsteps fade away down a long hall"

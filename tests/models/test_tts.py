@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.common import ModelLoadingError
 from models.tts import (
     SENTENCE_PAUSE_S,
     StockTTS,
@@ -18,6 +17,7 @@ from models.tts import (
     join_with_pauses,
     split_sentences,
 )
+from models.types import ModelLoadingError
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it runs back into the forest."
 RATE = 24000

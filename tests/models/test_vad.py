@@ -12,14 +12,10 @@ import numpy.typing as npt
 import pytest
 
 from infra.audio import Audio, EmptyAudioError, resample
-from models.common import ModelLoadingError
+from infra.dsp.regions import SpeechRegion
 from models.tts import StockTTS
-from models.vad import (
-    MODEL_FILE,
-    SpeechRegion,
-    VoiceActivityDetector,
-    verified_package_file,
-)
+from models.types import ModelLoadingError
+from models.vad import MODEL_FILE, VoiceActivityDetector, verified_package_file
 
 RATE = 24000  # the TTS rate, not the model's 16 kHz: every test also exercises the resampling
 OFFSETS_S = (1.0, 5.5)

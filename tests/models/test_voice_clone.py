@@ -11,16 +11,15 @@ import pytest
 import torch
 
 from infra.audio import Audio
-from models.common import ModelLoadingError
-from models.voice_clone import (
+from models.types import (
     EmptyTranscriptError,
+    ModelLoadingError,
     ReferenceTooLongError,
     ReferenceTooShortError,
     SilentReferenceError,
-    VoiceCloner,
     VoiceReference,
-    frames_before_end,
 )
+from models.voice_clone import VoiceCloner, frames_before_end
 
 SR = 24000
 HOP = 1920  # samples per 80 ms Mimi frame at 24 kHz

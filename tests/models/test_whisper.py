@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio, EmptyAudioError, resample
-from models.common import ModelLoadingError
 from models.tts import StockTTS
-from models.whisper import Transcript, Whisper, speech_windows
+from models.types import ModelLoadingError, Transcript
+from models.whisper import Whisper, speech_windows
 from tests.wer import normalize_words, word_error_rate
 
 PARAGRAPH = (

@@ -15,18 +15,18 @@ import pytest
 import torch
 
 from infra.audio import Audio
-from models.diarization import (
-    Turn,
+from infra.dsp.diarization import (
     cluster_embeddings,
     diarize,
     estimate_num_speakers,
     speech_time_accuracy,
     windows_to_turns,
 )
-from models.pitch import shift_pitch
+from infra.dsp.regions import SpeechRegion, Turn
+from infra.dsp.vocoder import shift_pitch
 from models.speaker import SpeakerEncoder
 from models.tts import StockTTS
-from models.vad import SpeechRegion, VoiceActivityDetector
+from models.vad import VoiceActivityDetector
 
 
 def speaker_clusters(

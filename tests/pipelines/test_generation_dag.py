@@ -19,7 +19,7 @@ from infra.audio import Audio, decode, loudness_lufs
 from infra.dsp.mastering import true_peak_dbtp
 from infra.jobs import JobRecord, JobStore
 from infra.storage import Storage
-from models.common import GeneratedAudio, ModelInfo
+from models.types import GeneratedAudio, ModelInfo
 from pipelines.engine.stages import RetryPolicy, StageContext, StageRunner, job_result
 from pipelines.jobs.generation import GENERATION_STAGES, MUSIC_JOB, MusicJobRequest
 from pipelines.jobs.generation_dag import regeneration_seed

@@ -7,7 +7,7 @@ import pytest
 
 from infra.audio import Audio
 from infra.dsp.time_fit import MAX_RATE, MIN_RATE, fit_line, fit_rate, trim_silence
-from models.pitch import time_stretch
+from infra.dsp.vocoder import time_stretch
 
 RATE = 16000
 

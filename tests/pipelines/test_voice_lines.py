@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from models.diarization import Turn
+from infra.dsp.regions import Turn
 from pipelines.voice.lines import (
     SpeakerWord,
     UnknownSpeakerError,

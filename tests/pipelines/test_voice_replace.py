@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio, decode, encode
+from infra.dsp.diarization import diarize
+from infra.dsp.regions import Turn
 from infra.jobs import JobRecord, JobStore
 from infra.storage import Storage, upload_key
-from models.diarization import Turn, diarize
 from pipelines.engine.stages import RetryPolicy, StageFailedError, StageRunner, job_result
 from pipelines.jobs.voice_replace import VOICE_REPLACE_JOB, VOICE_REPLACE_STAGES
 from tests.dialog import Dialog, build_dialog

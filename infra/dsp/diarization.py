@@ -21,7 +21,6 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +28,7 @@ from scipy.linalg import eigh
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.linalg import eigsh
 
-from models.vad import SpeechRegion
+from infra.dsp.regions import SpeechRegion, Turn
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -50,19 +49,6 @@ _CONNECTING_WEIGHT = 1e-3
 # Above this many windows the Laplacian's few smallest eigenvalues come from Lanczos, not a dense solver.
 _DENSE_EIGEN_LIMIT = 300
 RESOLUTION_S = 0.01  # time step at which `windows_to_turns` labels speech
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One speaker's stretch of speech, in seconds; `speaker` is `SPEAKER_00`, `SPEAKER_01`, ..."""
-
-    start: float
-    end: float
-    speaker: str
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 def cluster_embeddings(

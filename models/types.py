@@ -1,0 +1,239 @@
+"""The light value types of the model families: what crosses a process boundary to or from a model.
+
+Nothing here imports a heavy library (torch, transformers, demucs, onnxruntime), so the CPU-only
+processes (ingress, job runner) and the job kinds can use these records without loading a model stack.
+`Sampling` states the generation defaults once, for the model wrappers, deployments and job requests.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from infra.audio import Audio, AudioError, validate
+
+# Generation defaults, stated once (model wrappers, deployments, clients and job requests use these).
+TOP_K = 250
+TEMPERATURE = 1.0
+DELAYED_CODEBOOK_GUIDANCE = 3.0  # MusicGen, MusicGen-Melody, AudioGen
+STABLE_AUDIO_GUIDANCE = 7.0
+STABLE_AUDIO_STEPS = 100
+
+
+class Sampling(BaseModel):
+    """How a generator samples: MusicGen-family settings (`guidance_scale`, `top_k`, `temperature`) and
+    Stable Audio's (`guidance_scale`, `steps`, `negative_prompt`). `guidance_scale` None means the model's
+    own default (3 for the MusicGen family, 7 for Stable Audio)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    guidance_scale: float | None = Field(
+        default=None, ge=1.0, le=20.0, description="Classifier-free guidance (default 3, Stable Audio 7)."
+    )
+    top_k: int = Field(default=TOP_K, ge=1, le=4096, description="MusicGen/AudioGen sampling.")
+    temperature: float = Field(default=TEMPERATURE, gt=0.0, le=5.0, description="MusicGen/AudioGen sampling.")
+    steps: int = Field(default=STABLE_AUDIO_STEPS, ge=1, le=500, description="Stable Audio denoising steps.")
+    negative_prompt: str | None = Field(default=None, max_length=2000, description="Stable Audio only.")
+
+    def delayed_codebook_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a MusicGen-family `generate`."""
+        guidance = DELAYED_CODEBOOK_GUIDANCE if self.guidance_scale is None else self.guidance_scale
+        return {"guidance_scale": guidance, "top_k": self.top_k, "temperature": self.temperature}
+
+    def stable_audio_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of Stable Audio's `generate`."""
+        guidance = STABLE_AUDIO_GUIDANCE if self.guidance_scale is None else self.guidance_scale
+        return {"guidance_scale": guidance, "steps": self.steps, "negative_prompt": self.negative_prompt}
+
+
+WeightsKind = Literal["pretrained", "debug-random"]
+
+
+class ModelLoadingError(RuntimeError):
+    """Weights could not be loaded; the message names every location that was tried."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which weights produced a result. `weights` is `debug-random` for the tiny test models."""
+
+    model_id: str
+    revision: str | None
+    weights: WeightsKind
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GeneratedAudio:
+    """One generated clip with the seed that reproduces it and the model that made it."""
+
+    audio: Audio
+    seed: int
+    model: ModelInfo
+
+
+_CSV_HEADER = ("time_s", "f0_hz", "confidence", "voiced")
+
+
+FloatArray = npt.NDArray[np.float64]
+
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class PitchContour:
+    """An F0 contour, one value per frame; all arrays `[N]`.
+
+    `times_s` are frame centres (s), `f0_hz` the fundamental (Hz) and **0.0 where the frame is unvoiced**
+    (0, not NaN, so the contour stays plain JSON and CSV), `confidence` the model's voicing score in [0, 1],
+    `voiced` whether `confidence >= threshold` of the `detect` call, `hop_s` the frame spacing (s), `model`
+    the weights that produced it.
+    """
+
+    times_s: FloatArray
+    f0_hz: FloatArray
+    confidence: FloatArray
+    voiced: BoolArray
+    hop_s: float
+    model: ModelInfo | None = None
+
+    def __post_init__(self) -> None:
+        arrays = (self.times_s, self.f0_hz, self.confidence, self.voiced)
+        if any(a.ndim != 1 for a in arrays) or len({len(a) for a in arrays}) != 1:
+            shapes = [a.shape for a in arrays]
+            raise ValueError(f"PitchContour arrays must be 1-D of one length, got shapes {shapes}")
+        if not self.hop_s > 0:
+            raise ValueError(f"hop_s must be positive, got {self.hop_s}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict: the four arrays as lists, `hop_s`, and `model` (or None)."""
+        return {
+            "times_s": self.times_s.tolist(),
+            "f0_hz": self.f0_hz.tolist(),
+            "confidence": self.confidence.tolist(),
+            "voiced": self.voiced.tolist(),
+            "hop_s": self.hop_s,
+            "model": None if self.model is None else self.model.as_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PitchContour:
+        """Inverse of `to_dict`."""
+        model = data.get("model")
+        return cls(
+            times_s=np.asarray(data["times_s"], dtype=np.float64),
+            f0_hz=np.asarray(data["f0_hz"], dtype=np.float64),
+            confidence=np.asarray(data["confidence"], dtype=np.float64),
+            voiced=np.asarray(data["voiced"], dtype=np.bool_),
+            hop_s=float(data["hop_s"]),
+            model=None if model is None else ModelInfo(**model),
+        )
+
+    def to_csv(self) -> str:
+        """CSV text with header `time_s,f0_hz,confidence,voiced`; voiced is `true`/`false`."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(_CSV_HEADER)
+        for t, f0, c, v in zip(self.times_s, self.f0_hz, self.confidence, self.voiced, strict=True):
+            writer.writerow([f"{t:.6f}", f"{f0:.4f}", f"{c:.6f}", "true" if v else "false"])
+        return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognised word; times in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """`language` is an ISO 639-1 code; an English-only model reports `en` with probability 1.0."""
+
+    language: str
+    language_probability: float
+    duration_s: float
+    segments: tuple[Segment, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text)
+
+
+MIN_REFERENCE_S, MAX_REFERENCE_S = 5.0, 30.0
+
+
+SILENCE_RMS = 1e-3  # -60 dBFS: a reference quieter than this holds no voice to clone
+
+
+class InvalidReferenceError(AudioError):
+    """A voice reference that cannot be cloned from; `code` says why."""
+
+    code = "invalid_voice_reference"
+
+
+class ReferenceTooShortError(InvalidReferenceError):
+    code = "voice_reference_too_short"
+
+
+class ReferenceTooLongError(InvalidReferenceError):
+    code = "voice_reference_too_long"
+
+
+class SilentReferenceError(InvalidReferenceError):
+    code = "voice_reference_silent"
+
+
+class EmptyTranscriptError(InvalidReferenceError):
+    code = "voice_reference_transcript_empty"
+
+
+@dataclass(frozen=True)
+class VoiceReference:
+    """A clip of the voice to clone, `audio` `[C, T]` at any rate (mixed to mono and resampled to the
+    model's rate), 5 to 30 s long and not silent, with `transcript`, the words spoken in it.
+
+    Raises a typed `InvalidReferenceError` (a `ValueError`) naming the bad value and the allowed range.
+    """
+
+    audio: Audio
+    transcript: str
+
+    def __post_init__(self) -> None:
+        validate(self.audio)
+        duration = self.audio.duration_s
+        limits = f"{MIN_REFERENCE_S:g} to {MAX_REFERENCE_S:g} s"
+        allowed = f"voice reference lasts {duration:.2f} s; it must last {limits}"
+        if duration < MIN_REFERENCE_S:
+            raise ReferenceTooShortError(allowed)
+        if duration > MAX_REFERENCE_S:
+            raise ReferenceTooLongError(allowed)
+        rms = float(np.sqrt(np.mean(np.square(self.audio.samples, dtype=np.float64))))
+        if rms < SILENCE_RMS:
+            raise SilentReferenceError(
+                f"voice reference is silent (RMS {rms:.2e}, below the floor of {SILENCE_RMS:g}, -60 dBFS)"
+            )
+        if not self.transcript.strip():
+            raise EmptyTranscriptError(
+                "voice reference transcript is empty; give the words spoken in the clip"
+            )
