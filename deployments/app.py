@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from deployments.families.asr import ASRDeployment
-from deployments.families.audiogen import AudioGenDeployment
-from deployments.families.diarization import DiarizerDeployment
-from deployments.families.music import MusicGenDeployment
-from deployments.families.musicgen_melody import MusicGenMelodyDeployment
-from deployments.families.pitch import PitchDeployment
-from deployments.families.separation import SeparationDeployment
-from deployments.families.stable_audio import StableAudioDeployment
-from deployments.families.tts import TTSDeployment
-from deployments.families.vad import VADDeployment
-from deployments.families.voice_clone import VoiceCloneDeployment
+from deployments.families.asr import ASRClient, ASRDeployment
+from deployments.families.audiogen import AudioGenClient, AudioGenDeployment
+from deployments.families.client import DeploymentClient
+from deployments.families.diarization import DiarizerClient, DiarizerDeployment
+from deployments.families.music import MusicGenClient, MusicGenDeployment
+from deployments.families.musicgen_melody import MusicGenMelodyClient, MusicGenMelodyDeployment
+from deployments.families.pitch import PitchClient, PitchDeployment
+from deployments.families.separation import SeparationClient, SeparationDeployment
+from deployments.families.stable_audio import StableAudioClient, StableAudioDeployment
+from deployments.families.tts import TTSClient, TTSDeployment
+from deployments.families.vad import VADClient, VADDeployment
+from deployments.families.voice_clone import VoiceCloneClient, VoiceCloneDeployment
 from deployments.ingress import Ingress
 from deployments.runner import JobRunner
+from pipelines.engine.clients import Models
 
 Device = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -49,31 +53,36 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: dict[str, object]) -> Application:
-    """Ingress → JobRunner → model deployments; the ingress also holds the model handles."""
-    config = AppArgs.model_validate(args)
-    vad = VADDeployment.bind(config.vad_model_uri)  # type: ignore[attr-defined]
-    models = {
-        "MusicGen": MusicGenDeployment.bind(config.music_model_uri, config.music_device),  # type: ignore[attr-defined]
-        "MusicGenMelody": MusicGenMelodyDeployment.bind(  # type: ignore[attr-defined]
-            config.melody_model_uri, config.melody_device
+    """Ingress → JobRunner → model deployments: one typed client per family, wired once into `Models`."""
+    c = AppArgs.model_validate(args)
+    vad = _client(VADClient, VADDeployment, c.vad_model_uri)
+    models = Models(
+        music=_client(MusicGenClient, MusicGenDeployment, c.music_model_uri, c.music_device),
+        melody=_client(MusicGenMelodyClient, MusicGenMelodyDeployment, c.melody_model_uri, c.melody_device),
+        sfx=_client(AudioGenClient, AudioGenDeployment, c.sfx_model_uri, c.sfx_device),
+        stable_audio=_client(
+            StableAudioClient, StableAudioDeployment, c.stable_audio_model_uri, c.stable_audio_device
         ),
-        "AudioGen": AudioGenDeployment.bind(config.sfx_model_uri, config.sfx_device),  # type: ignore[attr-defined]
-        "StableAudio": StableAudioDeployment.bind(  # type: ignore[attr-defined]
-            config.stable_audio_model_uri, config.stable_audio_device
+        separation=_client(
+            SeparationClient, SeparationDeployment, c.separation_model_uri, c.separation_device
         ),
-        "ASR": ASRDeployment.bind(config.asr_model_uri, config.asr_device),  # type: ignore[attr-defined]
-        "Pitch": PitchDeployment.bind(config.pitch_model_uri),  # type: ignore[attr-defined]
-        "Separation": SeparationDeployment.bind(  # type: ignore[attr-defined]
-            config.separation_model_uri, config.separation_device
+        diarizer=_client(DiarizerClient, DiarizerDeployment, vad, c.speaker_model_uri, c.speaker_device),
+        asr=_client(ASRClient, ASRDeployment, c.asr_model_uri, c.asr_device),
+        tts=_client(TTSClient, TTSDeployment, c.tts_model_uri),
+        voice_clone=_client(
+            VoiceCloneClient, VoiceCloneDeployment, c.voice_clone_model_uri, c.voice_clone_device
         ),
-        "VAD": vad,
-        "TTS": TTSDeployment.bind(config.tts_model_uri),  # type: ignore[attr-defined]
-        "VoiceClone": VoiceCloneDeployment.bind(  # type: ignore[attr-defined]
-            config.voice_clone_model_uri, config.voice_clone_device
-        ),
-        "Diarizer": DiarizerDeployment.bind(  # type: ignore[attr-defined]
-            vad, config.speaker_model_uri, config.speaker_device
-        ),
-    }
-    runner = JobRunner.bind(handles=models)  # type: ignore[attr-defined]
-    return Ingress.bind(runner=runner, models=models)  # type: ignore[attr-defined]
+        pitch=_client(PitchClient, PitchDeployment, c.pitch_model_uri),
+        vad=vad,
+    )
+    runner: Any = JobRunner.bind(models)  # type: ignore[attr-defined]
+    ingress: Application = Ingress.bind(runner, models)  # type: ignore[attr-defined]
+    return ingress
+
+
+C = TypeVar("C", bound=DeploymentClient)
+
+
+def _client(client: type[C], deployment: Any, *args: Any) -> C:
+    """A typed client over `deployment` bound to `args` (Serve swaps in the handle inside each replica)."""
+    return client(deployment.bind(*args), deployment.name)

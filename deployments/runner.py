@@ -14,14 +14,15 @@ import logging
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
 from ray import exceptions as ray_exceptions
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from infra.jobs import JobError, JobRecord, JobStatus, JobStore, StaleAttemptError
 from infra.settings import Settings, load_settings
 from infra.storage import Storage, StorageError
-from pipelines.engine.registry import PIPELINES
+from pipelines.engine.clients import Models
+from pipelines.engine.registry import JOB_KINDS
 from pipelines.engine.stages import JobCancelledError, RetryPolicy, StageFailedError, StageRunner, job_result
 
 logger = logging.getLogger(__name__)
@@ -46,16 +47,16 @@ def is_transient(error: BaseException) -> bool:
 
 @serve.deployment(
     name="JobRunner",
-    ray_actor_options={"num_cpus": 0.25},
-    max_ongoing_requests=64,
-    max_queued_requests=256,
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=4,
+    max_queued_requests=512,
     health_check_period_s=10,
 )
 class JobRunner:
-    def __init__(self, handles: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, models: Models) -> None:
         self.settings: Settings = load_settings()
         self.jobs = JobStore(Storage(self.settings))
-        self.handles = handles
+        self.models = models
         self.owner = f"{_replica_name()}/{uuid.uuid4().hex[:8]}"
         self.retry = RetryPolicy(is_transient=is_transient)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -144,13 +145,19 @@ class JobRunner:
                 logger.exception("lease renewal failed", extra={"job_id": job.id})
 
     async def _run_pipeline(self, job: JobRecord) -> None:
-        stages = PIPELINES.get(job.kind)
-        if stages is None:
+        kind = JOB_KINDS.get(job.kind)
+        if kind is None:
             await self._finish(job, JobStatus.FAILED, error=JobError(code="unknown_kind", message=job.kind))
             return
-        runner = StageRunner(self.jobs, job, self.handles, retry=self.retry)
         try:
-            ctx = await runner.run(stages)
+            request = kind.request.model_validate(job.request)
+        except ValidationError as e:
+            message = f"the stored request is not a valid {job.kind} request: {e.error_count()} errors"
+            await self._finish(job, JobStatus.FAILED, error=JobError(code="invalid_request", message=message))
+            return
+        runner = StageRunner(self.jobs, job, request, self.models, retry=self.retry, version=kind.version)
+        try:
+            ctx = await runner.run(kind.stages)
         except JobCancelledError:
             await self._finish(job, JobStatus.CANCELLED)
         except StageFailedError as e:

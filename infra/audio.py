@@ -1,6 +1,6 @@
 """Audio in memory and on the wire: the `Audio` record, decode/encode, resampling and loudness.
 
-Pure numpy + soundfile + soxr + pyloudnorm, so `models/` may import it (DESIGN.md section 1).
+Pure numpy + soundfile + soxr + pyloudnorm, so `models/` may import it (ARCHITECTURE.md, conventions).
 """
 
 from __future__ import annotations

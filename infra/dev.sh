@@ -2,7 +2,7 @@
 # soundstage's developer entry point (the README's two commands go through here).
 #   bash infra/dev.sh quickstart   set up .venv, start the local stack, run a first music job, keep serving
 #   bash infra/dev.sh test         set up .venv with dev tools, run the whole test suite
-#   bash infra/dev.sh lint         ruff (lint + format check) and mypy
+#   bash infra/dev.sh lint         ruff (lint + format check), mypy and lint-imports (architecture)
 #   bash infra/dev.sh setup        only create/update .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,7 @@ lint() {
   "$VENV/bin/ruff" check .
   "$VENV/bin/ruff" format --check .
   "$VENV/bin/mypy"
+  "$VENV/bin/lint-imports"
 }
 
 run_tests() {

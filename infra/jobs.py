@@ -1,4 +1,4 @@
-"""Durable job records in S3 (DESIGN.md section 6): create-only, compare-and-swap updates, fenced leases.
+"""Durable job records in S3: create-only, compare-and-swap updates, fenced leases.
 
 `jobs/{id}/job.json` is the single source of truth. Every update reads the record, checks the fence
 (the attempt number the writer claimed), and writes back with `If-Match` on the ETag it read, so two

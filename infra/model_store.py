@@ -1,4 +1,4 @@
-"""Model URIs → something a wrapper's `from_pretrained` can load (DESIGN.md section 3).
+"""Model URIs → something a wrapper's `from_pretrained` can load (ARCHITECTURE.md, conventions).
 
 - `debug`: the wrapper's tiny random-init model (never chosen implicitly).
 - `pkg://name`: weights shipped inside an installed Python package (the wrapper knows where).

@@ -63,7 +63,7 @@ class ChromaExtractor:
     The computation of transformers' `MusicgenMelodyFeatureExtractor` (power spectrogram with a periodic Hann
     window of `n_fft` samples, hop `hop_length`, centred and reflect-padded; librosa's chroma filter bank;
     argmax per frame), which cannot be constructed here: it needs torchaudio, which this project does not
-    use (DESIGN.md section 2). Its settings live in the same `preprocessor_config.json`. Defaults are the
+    use (ARCHITECTURE.md). Its settings live in the same `preprocessor_config.json`. Defaults are the
     released checkpoints': 32 kHz, n_fft 16384, hop 4096 (7.8 frames/s), 12 bins, the first 30 s.
     """
 

@@ -23,7 +23,7 @@ OMP_NUM_THREADS from a replica's `num_cpus`, 1 by default; tests set `torch.set_
 Weights: `pkg://resemblyzer` reads the wheel's `pretrained.pt` (verified against the wheel's RECORD
 sha256) with `torch.load(weights_only=True)`, PyTorch's restricted unpickler that only rebuilds tensors
 and plain containers; a local folder must hold `model.safetensors` with the same parameter names
-(`lstm.*`, `linear.*`), the format for weights that come from storage (DESIGN.md section 3).
+(`lstm.*`, `linear.*`), the format for weights that come from storage (ARCHITECTURE.md, conventions).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from models.types import Transcript
@@ -34,9 +35,9 @@ class TranscriptionCall:
 
 @serve.deployment(
     name="ASR",
-    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=16,
-    max_queued_requests=64,
+    max_queued_requests=128,
     health_check_period_s=10,
 )
 class ASRDeployment(ModelHost):
@@ -90,3 +91,15 @@ class ASRDeployment(ModelHost):
             for i, transcript in zip(indices, transcripts, strict=True):
                 results[i] = transcript
         return results
+
+
+class ASRClient(DeploymentClient):
+    """Typed client of `ASRDeployment`."""
+
+    async def transcribe(
+        self, *, audio: Audio, language: str | None = None, word_timestamps: bool = False
+    ) -> Transcript:
+        transcript: Transcript = await self._handle.transcribe.remote(
+            audio=audio, language=language, word_timestamps=word_timestamps
+        )
+        return transcript

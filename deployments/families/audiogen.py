@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.music import DelayedCodebookGenerator
+from models.types import GeneratedAudio, Sampling
 
 
 @serve.deployment(
     name="AudioGen",
-    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=8,
     max_queued_requests=32,
     health_check_period_s=10,
@@ -20,3 +22,15 @@ class AudioGenDeployment(DelayedCodebookGenerator):
 
         super().__init__()
         self.model = self.load_model(AudioGen.from_pretrained, model_uri, device)
+
+
+class AudioGenClient(DeploymentClient):
+    """Typed client of `AudioGenDeployment` (a `TextToAudioClient`)."""
+
+    async def generate(
+        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
+    ) -> GeneratedAudio:
+        result: GeneratedAudio = await self._handle.generate.remote(
+            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
+        )
+        return result

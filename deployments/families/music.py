@@ -16,9 +16,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.types import GeneratedAudio
+from models.types import GeneratedAudio, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,12 @@ class GenerationCall:
     prompt: str
     duration_s: float
     seed: int
-    guidance_scale: float
-    top_k: int
-    temperature: float
+    sampling: Sampling
 
     @property
-    def batch_key(self) -> tuple[float, float, int, float]:
+    def batch_key(self) -> tuple[float, Sampling]:
         """Calls that can share one `generate`: same length and sampling settings."""
-        return (self.duration_s, self.guidance_scale, self.top_k, self.temperature)
+        return (self.duration_s, self.sampling)
 
 
 class DelayedCodebookGenerator(ModelHost):
@@ -61,29 +60,21 @@ class DelayedCodebookGenerator(ModelHost):
         return {**super().info(), "channels": self.model.channels}
 
     async def generate(
-        self,
-        prompt: str,
-        duration_s: float,
-        seed: int | None = None,
-        guidance_scale: float = 3.0,
-        top_k: int = 250,
-        temperature: float = 1.0,
+        self, prompt: str, duration_s: float, seed: int | None = None, sampling: Sampling | None = None
     ) -> GeneratedAudio:
         """One clip `[C, T]` of `duration_s` seconds; batched with concurrent calls of the same length."""
         call = GenerationCall(
             prompt=prompt,
             duration_s=duration_s,
             seed=secrets.randbelow(2**31) if seed is None else seed,
-            guidance_scale=guidance_scale,
-            top_k=top_k,
-            temperature=temperature,
+            sampling=sampling or Sampling(),
         )
         result: GeneratedAudio = await self._generate_batch(call)
         return result
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
     async def _generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
-        groups: dict[tuple[float, float, int, float], list[int]] = defaultdict(list)
+        groups: dict[tuple[float, Sampling], list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
             groups[call.batch_key].append(i)
         results: list[GeneratedAudio | None] = [None] * len(calls)
@@ -101,17 +92,15 @@ class DelayedCodebookGenerator(ModelHost):
                 [c.prompt for c in group],
                 duration_s=first.duration_s,
                 seeds=[c.seed for c in group],
-                guidance_scale=first.guidance_scale,
-                top_k=first.top_k,
-                temperature=first.temperature,
+                **first.sampling.delayed_codebook_kwargs(),
             )
 
 
 @serve.deployment(
     name="MusicGen",
-    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=8,
-    max_queued_requests=32,
+    max_queued_requests=64,
     health_check_period_s=10,
 )
 class MusicGenDeployment(DelayedCodebookGenerator):
@@ -127,9 +116,7 @@ class MusicGenDeployment(DelayedCodebookGenerator):
         prompt: str,
         duration_s: float,
         seed: int | None = None,
-        guidance_scale: float = 3.0,
-        top_k: int = 250,
-        temperature: float = 1.0,
+        sampling: Sampling | None = None,
     ) -> GeneratedAudio:
         """Extend `prompt_audio` `[C', T']` (any rate) to `duration_s` seconds in total, steered by `prompt`.
 
@@ -138,7 +125,7 @@ class MusicGenDeployment(DelayedCodebookGenerator):
         continuations are rare next to text prompts, and each carries its own clip.
         """
         seed = secrets.randbelow(2**31) if seed is None else seed
-        settings = {"guidance_scale": guidance_scale, "top_k": top_k, "temperature": temperature}
+        settings = (sampling or Sampling()).delayed_codebook_kwargs()
         audio = await asyncio.to_thread(self._continue_one, prompt_audio, prompt, duration_s, seed, settings)
         return GeneratedAudio(audio=audio, seed=seed, model=self.model.info)
 
@@ -150,4 +137,24 @@ class MusicGenDeployment(DelayedCodebookGenerator):
                 prompt_audio, [prompt], duration_s=duration_s, seed=seed, **settings
             )
         result: Audio = audio
+        return result
+
+
+class MusicGenClient(DeploymentClient):
+    """Typed client of `MusicGenDeployment` (satisfies `pipelines.engine.clients.MusicClient`)."""
+
+    async def generate(
+        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
+    ) -> GeneratedAudio:
+        result: GeneratedAudio = await self._handle.generate.remote(
+            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
+        )
+        return result
+
+    async def continue_audio(
+        self, *, clip: Audio, prompt: str, duration_s: float, seed: int, sampling: Sampling
+    ) -> GeneratedAudio:
+        result: GeneratedAudio = await self._handle.continue_audio.remote(
+            prompt_audio=clip, prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
+        )
         return result

@@ -14,14 +14,15 @@ from typing import Any
 
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
-from models.types import GeneratedAudio
+from models.types import GeneratedAudio, Sampling
 
 
 @serve.deployment(
     name="MusicGenMelody",
-    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
+    ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=4,
     max_queued_requests=32,
     health_check_period_s=10,
@@ -42,15 +43,13 @@ class MusicGenMelodyDeployment(ModelHost):
         prompt: str,
         duration_s: float,
         seed: int | None = None,
-        guidance_scale: float = 3.0,
-        top_k: int = 250,
-        temperature: float = 1.0,
+        sampling: Sampling | None = None,
         melody: Audio | None = None,
     ) -> GeneratedAudio:
         """One clip `[C, T]` of `duration_s` seconds following `melody` `[C', T']` (any rate; its first
         30 s are used); without a melody, text-only. Bad settings or audio raise ValueError."""
         seed = secrets.randbelow(2**31) if seed is None else seed
-        settings = {"guidance_scale": guidance_scale, "top_k": top_k, "temperature": temperature}
+        settings = (sampling or Sampling()).delayed_codebook_kwargs()
         audio = await asyncio.to_thread(self._generate_one, prompt, melody, duration_s, seed, settings)
         return GeneratedAudio(audio=audio, seed=seed, model=self.model.info)
 
@@ -62,4 +61,16 @@ class MusicGenMelodyDeployment(ModelHost):
                 [prompt], melody=melody, duration_s=duration_s, seed=seed, **settings
             )
         result: Audio = audio
+        return result
+
+
+class MusicGenMelodyClient(DeploymentClient):
+    """Typed client of `MusicGenMelodyDeployment` (a `MelodyClient`)."""
+
+    async def generate(
+        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling, melody: Audio
+    ) -> GeneratedAudio:
+        result: GeneratedAudio = await self._handle.generate.remote(
+            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling, melody=melody
+        )
         return result

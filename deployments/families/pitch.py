@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from infra.dsp.vocoder import shift_pitch
@@ -14,9 +15,9 @@ from models.types import PitchContour
 
 @serve.deployment(
     name="Pitch",
-    ray_actor_options={"num_cpus": 0.5},
+    ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=8,
-    max_queued_requests=64,
+    max_queued_requests=128,
     health_check_period_s=10,
 )
 class PitchDeployment(ModelHost):
@@ -44,3 +45,21 @@ class PitchDeployment(ModelHost):
     async def shift(self, audio: Audio, semitones: float, preserve_formants: bool = True) -> Audio:
         """The same audio `semitones` higher (or lower), same length; formants kept by default."""
         return await asyncio.to_thread(shift_pitch, audio, semitones, preserve_formants=preserve_formants)
+
+
+class PitchClient(DeploymentClient):
+    """Typed client of `PitchDeployment`."""
+
+    async def detect(
+        self, *, audio: Audio, fmin_hz: float, fmax_hz: float, confidence_threshold: float
+    ) -> PitchContour:
+        contour: PitchContour = await self._handle.detect.remote(
+            audio=audio, fmin_hz=fmin_hz, fmax_hz=fmax_hz, confidence_threshold=confidence_threshold
+        )
+        return contour
+
+    async def shift(self, *, audio: Audio, semitones: float, preserve_formants: bool) -> Audio:
+        shifted: Audio = await self._handle.shift.remote(
+            audio=audio, semitones=semitones, preserve_formants=preserve_formants
+        )
+        return shifted

@@ -8,15 +8,16 @@ from typing import Any
 
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 
 
 @serve.deployment(
     name="Separation",
-    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=2,
-    max_queued_requests=64,
+    max_queued_requests=256,
     health_check_period_s=10,
 )
 class SeparationDeployment(ModelHost):
@@ -31,4 +32,12 @@ class SeparationDeployment(ModelHost):
     async def separate(self, audio: Audio) -> dict[str, Audio]:
         """Stems keyed by name, each `[C, T]` at the model's sample rate (input resampled to it)."""
         stems: dict[str, Audio] = await asyncio.to_thread(self.model.separate, audio)
+        return stems
+
+
+class SeparationClient(DeploymentClient):
+    """Typed client of `SeparationDeployment`."""
+
+    async def separate(self, *, audio: Audio) -> dict[str, Audio]:
+        stems: dict[str, Audio] = await self._handle.separate.remote(audio=audio)
         return stems

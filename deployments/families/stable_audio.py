@@ -8,15 +8,16 @@ from typing import Any
 
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
-from models.types import GeneratedAudio
+from models.types import GeneratedAudio, Sampling
 
 
 @serve.deployment(
     name="StableAudio",
-    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
-    max_ongoing_requests=4,
-    max_queued_requests=64,
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=2,
+    max_queued_requests=32,
     health_check_period_s=10,
 )
 class StableAudioDeployment(ModelHost):
@@ -37,9 +38,7 @@ class StableAudioDeployment(ModelHost):
         prompt: str,
         duration_s: float,
         seed: int | None = None,
-        steps: int = 100,
-        guidance_scale: float = 7.0,
-        negative_prompt: str | None = None,
+        sampling: Sampling | None = None,
     ) -> GeneratedAudio:
         """One stereo clip `[2, T]` of `duration_s` seconds (at most `max_duration_s`)."""
         seed = secrets.randbelow(2**31) if seed is None else seed
@@ -48,8 +47,18 @@ class StableAudioDeployment(ModelHost):
             [prompt],
             duration_s=duration_s,
             seed=seed,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
+            **(sampling or Sampling()).stable_audio_kwargs(),
         )
         return GeneratedAudio(audio=audio, seed=seed, model=self.model.info)
+
+
+class StableAudioClient(DeploymentClient):
+    """Typed client of `StableAudioDeployment` (a `TextToAudioClient`)."""
+
+    async def generate(
+        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
+    ) -> GeneratedAudio:
+        result: GeneratedAudio = await self._handle.generate.remote(
+            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
+        )
+        return result

@@ -7,6 +7,7 @@ from typing import Any
 
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 
@@ -15,7 +16,7 @@ from infra.audio import Audio
     name="TTS",
     ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=8,
-    max_queued_requests=256,
+    max_queued_requests=512,
     health_check_period_s=10,
 )
 class TTSDeployment(ModelHost):
@@ -35,3 +36,15 @@ class TTSDeployment(ModelHost):
         `UnknownVoiceError` (a `KeyError`) for a voice not in the catalogue."""
         (audio,) = await asyncio.to_thread(self.model.synthesize, [text], voice=voice, speed=speed)
         return audio
+
+
+class TTSClient(DeploymentClient):
+    """Typed client of `TTSDeployment`."""
+
+    async def synthesize(self, *, text: str, voice: str, speed: float = 1.0) -> Audio:
+        audio: Audio = await self._handle.synthesize.remote(text=text, voice=voice, speed=speed)
+        return audio
+
+    async def voices(self) -> list[str]:
+        names: list[str] = await self._handle.voices.remote()
+        return names

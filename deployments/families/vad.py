@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from infra.dsp.regions import SpeechRegion
@@ -13,7 +14,7 @@ from infra.dsp.regions import SpeechRegion
 
 @serve.deployment(
     name="VAD",
-    ray_actor_options={"num_cpus": 0.5},
+    ray_actor_options={"num_cpus": 1},
     max_ongoing_requests=8,
     max_queued_requests=128,
     health_check_period_s=10,
@@ -41,3 +42,25 @@ class VADDeployment(ModelHost):
             min_silence_s=min_silence_s,
             pad_s=pad_s,
         )
+
+
+class VADClient(DeploymentClient):
+    """Typed client of `VADDeployment` (defaults: silero-vad's)."""
+
+    async def detect(
+        self,
+        *,
+        audio: Audio,
+        threshold: float = 0.5,
+        min_speech_s: float = 0.25,
+        min_silence_s: float = 0.3,
+        pad_s: float = 0.05,
+    ) -> list[SpeechRegion]:
+        regions: list[SpeechRegion] = await self._handle.detect.remote(
+            audio=audio,
+            threshold=threshold,
+            min_speech_s=min_speech_s,
+            min_silence_s=min_silence_s,
+            pad_s=pad_s,
+        )
+        return regions

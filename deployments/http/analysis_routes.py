@@ -1,59 +1,105 @@
-"""The ingress's audio and analysis logic: reading request audio, transcription, speakers, rendering.
-
-The routes themselves are methods of `Ingress` (deployments/ingress.py): Serve binds `self` only for
-routes defined on the decorated class. Every input is decoded and validated before any model sees it.
-"""
+"""Synchronous analysis routes (pitch, speech regions, speakers) and the transcription helpers they share
+with the OpenAI transcription route. Every input is decoded and validated before any model sees it."""
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import UploadFile
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from ray.serve.handle import DeploymentHandle
 
-from deployments.http.audio_inputs import decode_input, load_upload
 from deployments.http.errors import ApiError
+from deployments.http.inputs import FileField, UploadIdField, input_audio, require_one, stored_input
+from deployments.http.jobs import submit
+from deployments.http.services import Authorized, Svc
 from deployments.http.transcripts import Granularity, ResponseFormat, to_srt, to_verbose_json, to_vtt
 from infra.audio import Audio
-from infra.settings import Settings
-from infra.storage import Storage
+from infra.uploads import load_upload
 from models.types import Transcript
+from pipelines.engine.clients import ASRClient, DiarizerClient
+from pipelines.jobs.diarize import DIARIZE_KIND, DiarizeJobRequest, turns_body
 from pipelines.voice.attribution import assign_word_speakers
 
 OPENAI_MODEL_ALIASES = {"whisper-1", "default"}
+router = APIRouter(tags=["audio"], dependencies=[Authorized])
 
 
-async def input_audio(
-    storage: Storage, settings: Settings, file: UploadFile | None, upload_id: str | None
-) -> Audio:
-    """The request's audio: a direct file or an earlier upload (exactly one of them)."""
-    if (file is None) == (upload_id is None):
-        raise ApiError(422, "input_required", "send exactly one of `file` (multipart) or `upload_id`")
-    if upload_id is not None:
-        return await asyncio.to_thread(load_upload, storage, upload_id, settings)
-    assert file is not None
-    data = await file.read()
-    return await asyncio.to_thread(decode_input, data, settings)
+@router.post("/v1/pitch")
+async def detect_pitch(
+    svc: Svc,
+    file: FileField = None,
+    upload_id: UploadIdField = None,
+    fmin_hz: Annotated[float, Form(ge=46.875, le=2093.75)] = 46.875,
+    fmax_hz: Annotated[float, Form(ge=46.875, le=2093.75)] = 2093.75,
+    confidence_threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
+    format: Annotated[Literal["json", "csv"], Form()] = "json",
+) -> Response:
+    """F0 contour (16 ms frames): time, f0 (0 where unvoiced), confidence, voiced; JSON or CSV."""
+    if fmin_hz >= fmax_hz:
+        raise ApiError(422, "invalid_request", "fmin_hz must be below fmax_hz")
+    audio = await input_audio(svc, file, upload_id)
+    contour = await svc.models.pitch.detect(
+        audio=audio, fmin_hz=fmin_hz, fmax_hz=fmax_hz, confidence_threshold=confidence_threshold
+    )
+    if format == "csv":
+        return PlainTextResponse(contour.to_csv(), media_type="text/csv")
+    return JSONResponse(contour.to_dict())
 
 
-def check_model_name(model: str, info: dict[str, Any]) -> None:
-    if model not in OPENAI_MODEL_ALIASES | {info["model_id"]}:
+@router.post("/v1/vad")
+async def detect_speech(
+    svc: Svc,
+    file: FileField = None,
+    upload_id: UploadIdField = None,
+    threshold: Annotated[float, Form(gt=0.0, lt=1.0)] = 0.5,
+    min_speech_s: Annotated[float, Form(ge=0.0, le=10.0)] = 0.25,
+    min_silence_s: Annotated[float, Form(ge=0.0, le=10.0)] = 0.3,
+    pad_s: Annotated[float, Form(ge=0.0, le=2.0)] = 0.05,
+) -> dict[str, Any]:
+    """Speech regions `[{start, end}]` in seconds (silero-vad)."""
+    audio = await input_audio(svc, file, upload_id)
+    regions = await svc.models.vad.detect(
+        audio=audio, threshold=threshold, min_speech_s=min_speech_s, min_silence_s=min_silence_s, pad_s=pad_s
+    )
+    return {"regions": [{"start": r.start, "end": r.end} for r in regions]}
+
+
+@router.post("/v1/diarize")
+async def diarize(
+    request: Request,
+    svc: Svc,
+    file: FileField = None,
+    upload_id: UploadIdField = None,
+    num_speakers: Annotated[int | None, Form(ge=1, le=8)] = None,
+) -> JSONResponse:
+    """Who speaks when: `{turns: [{start, end, speaker}]}` for short audio; a job (202) for long audio."""
+    require_one({"file": file, "upload_id": upload_id}, "`file` (multipart) or `upload_id`")
+    source = await stored_input(svc, file, upload_id, None)
+    audio = await asyncio.to_thread(load_upload, svc.storage, source, svc.settings)
+    if audio.duration_s > svc.settings.max_sync_audio_s:
+        body = DiarizeJobRequest(upload_id=source, num_speakers=num_speakers)
+        return await submit(svc, DIARIZE_KIND, body, None, request)
+    turns = await svc.models.diarizer.diarize(audio=audio, num_speakers=num_speakers)
+    card = await svc.models.diarizer.info()
+    return JSONResponse(turns_body(turns, card.as_dict()))
+
+
+def check_model_name(model: str, model_id: str) -> None:
+    if model not in OPENAI_MODEL_ALIASES | {model_id}:
         raise ApiError(422, "unknown_model", f"model {model!r} is not served; use 'whisper-1'")
 
 
-async def transcribe(asr: DeploymentHandle, audio: Audio, language: str | None) -> Transcript:
+async def transcribe(asr: ASRClient, audio: Audio, language: str | None) -> Transcript:
     try:
-        transcript: Transcript = await asr.transcribe.remote(audio, language, True)
+        return await asr.transcribe(audio=audio, language=language, word_timestamps=True)
     except ValueError as e:
         raise ApiError(422, "unsupported_language", str(e)) from e
-    return transcript
 
 
 async def speakers(
-    diarizer: DeploymentHandle, audio: Audio, transcript: Transcript
+    diarizer: DiarizerClient, audio: Audio, transcript: Transcript
 ) -> tuple[list[str | None], list[list[str | None]]]:
     """Who spoke each segment and word, from the diarizer's turns."""
-    turns = await diarizer.diarize.remote(audio, None)
+    turns = await diarizer.diarize(audio=audio)
     return assign_word_speakers(transcript.segments, turns)
 
 

@@ -1,52 +1,42 @@
-"""The FastAPI app shared by the ingress's route classes: limits, error handlers, API-key check.
+"""The HTTP app: limits, error handlers and every router, built for one ingress replica's `Services`."""
 
-(No `from __future__ import annotations` in route modules: FastAPI must see real annotations on the
-`serve.ingress` methods.)
-"""
+from fastapi import FastAPI
 
-import functools
-from typing import Annotated
-
-from fastapi import Depends, FastAPI, Header
-
-from deployments.http.errors import ApiError, BodySizeLimit, Scope, install_error_handlers
-from infra.settings import Settings, load_settings
+from deployments.http import analysis_routes, audio_routes, inputs, jobs, service_routes, voices
+from deployments.http.errors import BodySizeLimit, Scope, install_error_handlers
+from deployments.http.services import Services
 
 # Multipart bodies carry audio files; the form fields around a file need a little room of their own.
 _MULTIPART_OVERHEAD = 1024 * 1024
-
-
-@functools.cache
-def settings() -> Settings:
-    """This process's settings (a replica reads its `SOUNDSTAGE_*` from its runtime_env)."""
-    return load_settings()
-
-
-def body_limit(scope: Scope) -> int:
-    """Multipart requests (audio uploads) may be as large as an upload; JSON bodies stay small."""
-    content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
-    if content_type.startswith(b"multipart/form-data"):
-        return settings().max_upload_bytes + _MULTIPART_OVERHEAD
-    return settings().max_request_bytes
-
-
-app = FastAPI(
-    title="soundstage",
-    version="0.1.0",
-    description="AI audio models on Ray Serve: durable generation jobs, results in S3 via presigned URLs.",
+ROUTERS = (
+    service_routes.router,
+    jobs.router,
+    inputs.router,
+    audio_routes.router,
+    analysis_routes.router,
+    voices.router,
 )
-app.add_middleware(BodySizeLimit, max_bytes=body_limit)
-install_error_handlers(app)
 
 
-def require_api_key(authorization: Annotated[str | None, Header()] = None) -> None:
-    """If `SOUNDSTAGE_API_KEYS` is set, `/v1` wants `Authorization: Bearer <key>`."""
-    keys = settings().api_keys
-    if not keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or token not in keys:
-        raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
+def build_http_app(services: Services) -> FastAPI:
+    """The FastAPI app over `services` (reached by routes through `Depends(services)`)."""
+    app = FastAPI(
+        title="soundstage",
+        version="0.1.0",
+        description="AI audio models on Ray Serve: durable jobs, results in S3 via presigned URLs.",
+    )
+    app.state.services = services
+    settings = services.settings
 
+    def body_limit(scope: Scope) -> int:
+        """Multipart requests (audio uploads) may be as large as an upload; JSON bodies stay small."""
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        if content_type.startswith(b"multipart/form-data"):
+            return settings.max_upload_bytes + _MULTIPART_OVERHEAD
+        return settings.max_request_bytes
 
-Authorized = Depends(require_api_key)
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -12,6 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infra import audio as audio_io
+from infra.audio import AudioError
+from infra.uploads import UploadNotFoundError
+from infra.voice_store import VoiceNotFoundError
+from pipelines.engine.kinds import AdmissionError
+
 logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -31,6 +37,22 @@ class ApiError(Exception):
         self.message = message
 
 
+_AUDIO_STATUS = {audio_io.AudioTooLargeError: 413, audio_io.UnsupportedAudioFormatError: 415}
+
+
+def domain_error(error: Exception) -> ApiError | None:
+    """The HTTP error a typed domain error maps to (None: not a client error)."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, AdmissionError):
+        return ApiError(error.status, error.code, str(error))
+    if isinstance(error, UploadNotFoundError | VoiceNotFoundError):
+        return ApiError(404, error.code, str(error))
+    if isinstance(error, AudioError):
+        return ApiError(_AUDIO_STATUS.get(type(error), 422), error.code, str(error))
+    return None
+
+
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, **extra}})
 
@@ -46,9 +68,13 @@ def _validation_message(errors: list[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as JSON with a 4xx code unless the server itself is at fault (then 500)."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        return error_response(e.status, e.code, e.message)
+    async def _client_error(_: Request, e: Exception) -> JSONResponse:
+        mapped = domain_error(e)
+        assert mapped is not None
+        return error_response(mapped.status, mapped.code, mapped.message)
+
+    for error_type in (ApiError, AdmissionError, UploadNotFoundError, VoiceNotFoundError, AudioError):
+        app.add_exception_handler(error_type, _client_error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:

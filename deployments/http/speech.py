@@ -60,9 +60,13 @@ def streaming_wav_header(sample_rate: int) -> bytes:
 async def sentences_audio(synthesize: Callable[[str], Awaitable[Audio]], text: str) -> AsyncIterator[Audio]:
     """Synthesize sentence by sentence, all sent at once (they may land on different replicas), yielded
     in order as soon as each is ready."""
-    calls = [synthesize(piece) for piece in split_sentences(text)]
-    for call in calls:
-        yield await call
+    calls = [asyncio.ensure_future(synthesize(piece)) for piece in split_sentences(text)]
+    try:
+        for call in calls:
+            yield await call
+    finally:
+        for call in calls:
+            call.cancel()
 
 
 async def encoded_stream(

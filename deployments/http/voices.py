@@ -1,51 +1,56 @@
-"""Registered voices over HTTP: validation of a reference clip, and the voice store's errors as 404s.
-The profiles themselves live in S3 through `infra/voice_store.py`."""
+"""Registered voices (`/v1/voices`): register a reference clip (its transcript written by the ASR
+deployment when not given), list stock and registered voices, delete one. The profiles live in S3
+through `infra/voice_store.py`; its `VoiceNotFoundError` and invalid references map to 4xx."""
 
-from __future__ import annotations
+import asyncio
+from typing import Annotated, Any
 
-from collections.abc import Callable
-from typing import TypeVar
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import Response
 
-from deployments.http.audio_inputs import audio_api_error
-from deployments.http.errors import ApiError
+from deployments.http.services import Authorized, Svc
 from infra import voice_store
-from infra.audio import Audio, AudioError
 from infra.storage import Storage
-from infra.voice_store import VoiceNotFoundError, VoiceProfile
+from infra.uploads import decode_input
+from infra.voice_store import VoiceProfile
 from models.types import VoiceReference
 
-T = TypeVar("T")
-
-
-def validated_reference(audio: Audio, transcript: str) -> VoiceReference:
-    """A `VoiceReference`, or a 4xx `ApiError` (too short/long, silent, empty transcript)."""
-    try:
-        return VoiceReference(audio=audio, transcript=transcript)
-    except AudioError as e:
-        raise audio_api_error(e) from e
-
-
-def _found(call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except VoiceNotFoundError as e:
-        raise ApiError(404, e.code, str(e)) from None
-
-
-def save_voice(
-    storage: Storage, name: str, reference: VoiceReference, transcript_source: str
-) -> VoiceProfile:
-    return voice_store.save_voice(storage, name, reference.audio, reference.transcript, transcript_source)
+router = APIRouter(tags=["voices"], dependencies=[Authorized])
 
 
 def load_reference(storage: Storage, voice_id: str) -> VoiceReference:
-    audio, transcript = _found(lambda: voice_store.load_voice(storage, voice_id))
+    audio, transcript = voice_store.load_voice(storage, voice_id)
     return VoiceReference(audio=audio, transcript=transcript)
 
 
-def list_profiles(storage: Storage) -> list[VoiceProfile]:
-    return voice_store.list_profiles(storage)
+@router.post("/v1/voices", status_code=201)
+async def register_voice(
+    svc: Svc,
+    file: Annotated[UploadFile, File(description="A 5 to 30 s reference clip of the voice.")],
+    name: Annotated[str, Form(min_length=1, max_length=100)] = "voice",
+    transcript: Annotated[str | None, Form(max_length=2000)] = None,
+) -> VoiceProfile:
+    """Register a voice for cloning; without `transcript` the ASR deployment writes it."""
+    audio = await asyncio.to_thread(decode_input, await file.read(), svc.settings)
+    source = "given"
+    if transcript is None or not transcript.strip():
+        result = await svc.models.asr.transcribe(audio=audio)
+        transcript, source = result.text, (await svc.models.asr.info()).model.model_id
+    reference = VoiceReference(audio=audio, transcript=transcript or "")
+    return await asyncio.to_thread(
+        voice_store.save_voice, svc.storage, name, reference.audio, reference.transcript, source
+    )
 
 
-def delete_voice(storage: Storage, voice_id: str) -> None:
-    _found(lambda: voice_store.delete_voice(storage, voice_id))
+@router.get("/v1/voices")
+async def list_voices(svc: Svc) -> dict[str, Any]:
+    """Stock voices (names) and registered voices (profiles)."""
+    stock = await svc.models.tts.voices()
+    registered = await asyncio.to_thread(voice_store.list_profiles, svc.storage)
+    return {"stock": stock, "registered": [p.model_dump() for p in registered]}
+
+
+@router.delete("/v1/voices/{voice_id}", status_code=204)
+async def delete_voice(voice_id: str, svc: Svc) -> Response:
+    await asyncio.to_thread(voice_store.delete_voice, svc.storage, voice_id)
+    return Response(status_code=204)

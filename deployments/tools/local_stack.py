@@ -33,7 +33,7 @@ class LocalStackOptions:
 
 
 def enable_ray_token_auth() -> None:
-    """Ray 2.60 turns token auth on for new local clusters; we say so explicitly (DESIGN.md section 4).
+    """Ray 2.60 turns token auth on for new local clusters; we say so explicitly (ARCHITECTURE.md).
 
     Ray reads `RAY_AUTH_MODE` when it is first imported, so this must run before `import ray`.
     """

@@ -1,6 +1,6 @@
 """Cut long audio into overlapping segments and join the processed pieces with linear crossfades.
 
-Used to fan a long input out over several model replicas (DESIGN.md section 7). Model-free, numpy only.
+Used to fan a long input out over several model replicas (ARCHITECTURE.md). Model-free, numpy only.
 
 Defaults: segments of `DEFAULT_SEGMENT_S` = 30 s, consecutive segments overlapping by
 `DEFAULT_OVERLAP_S` = 1 s; the last segment takes the remainder (shorter, but always longer than the

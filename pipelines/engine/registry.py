@@ -1,21 +1,29 @@
-"""Job kind → its stages: what the JobRunner executes."""
+"""Every job kind, by name: what the JobRunner executes and what the HTTP jobs router offers.
+
+Adding a job kind: one module under `pipelines/jobs/` that defines its `JobKind`, and one line here.
+"""
 
 from __future__ import annotations
 
-from pipelines.engine.stages import Stage
-from pipelines.jobs.diarize import DIARIZE_JOB, DIARIZE_STAGES
-from pipelines.jobs.generation import GENERATION_STAGES, MUSIC_JOB, SFX_JOB
-from pipelines.jobs.loop import LOOP_JOB, LOOP_STAGES
-from pipelines.jobs.pitch_shift import PITCH_SHIFT_JOB, PITCH_SHIFT_STAGES
-from pipelines.jobs.separation import SEPARATE_JOB, SEPARATION_STAGES
-from pipelines.jobs.voice_replace import VOICE_REPLACE_JOB, VOICE_REPLACE_STAGES
+from typing import Any
 
-PIPELINES: dict[str, tuple[Stage, ...]] = {
-    MUSIC_JOB: GENERATION_STAGES,
-    SFX_JOB: GENERATION_STAGES,
-    SEPARATE_JOB: SEPARATION_STAGES,
-    PITCH_SHIFT_JOB: PITCH_SHIFT_STAGES,
-    DIARIZE_JOB: DIARIZE_STAGES,
-    LOOP_JOB: LOOP_STAGES,
-    VOICE_REPLACE_JOB: VOICE_REPLACE_STAGES,
+from pipelines.engine.kinds import JobKind
+from pipelines.jobs.diarize import DIARIZE_KIND
+from pipelines.jobs.generation import MUSIC_KIND, SFX_KIND
+from pipelines.jobs.loop import LOOP_KIND
+from pipelines.jobs.pitch_shift import PITCH_SHIFT_KIND
+from pipelines.jobs.separation import SEPARATE_KIND
+from pipelines.jobs.voice_replace import VOICE_REPLACE_KIND
+
+JOB_KINDS: dict[str, JobKind[Any]] = {
+    kind.name: kind
+    for kind in (
+        MUSIC_KIND,
+        SFX_KIND,
+        SEPARATE_KIND,
+        LOOP_KIND,
+        PITCH_SHIFT_KIND,
+        VOICE_REPLACE_KIND,
+        DIARIZE_KIND,
+    )
 }

@@ -1,9 +1,10 @@
 """The stage runner: run a job's stages in order, commit each one to S3, skip what is already committed.
 
-A stage is `async (ctx) -> StageResult`. Its objects are written under
-`jobs/{id}/stages/{nn}-{name}/`, then a `manifest.json` with the SHA-256 of each object and the stage
-fingerprint, then a fenced update of the job record. A resumed job skips every stage whose committed
-manifest matches its fingerprint and whose objects still hash to the manifest.
+A stage is `async (ctx) -> StageResult`: a typed stage record (`StageOutput`, committed as the stage's
+facts) and named objects. Later stages read earlier records by type (`ctx.output(Diarized).target`).
+Its objects are written under `jobs/{id}/stages/{nn}-{name}/`, then a `manifest.json` with the SHA-256
+of each object and the stage fingerprint, then a fenced update of the job record. A resumed job skips
+every stage whose committed manifest matches its fingerprint and whose objects still hash to the manifest.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import resource
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord
 from infra.storage import ObjectNotFoundError, Storage, check_name, stage_prefix
+from pipelines.engine.clients import ModelClient, Models
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 U = TypeVar("U")
-MODEL_KEYS = ("model_id", "revision", "weights")
+R = TypeVar("R", bound=BaseModel)
 SEGMENT_REPORT_INTERVAL_S = 0.5  # at most two job-record writes a second for fan-out progress
 
 
@@ -43,37 +47,53 @@ class StageFailedError(Exception):
         self.message = message
 
 
+class StageOutput(BaseModel):
+    """A stage's typed record: small JSON-able facts, committed in the job record and read back by type."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Out = TypeVar("Out", bound=StageOutput)
+
+
+class Stored(StageOutput):
+    """The last stage of every job kind: the published result (output keys, metadata)."""
+
+    result: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class StageResult:
-    """What a stage produced: named objects to commit and small JSON-able facts."""
+    """What a stage produced: its typed record and named objects to commit."""
 
+    record: StageOutput
     objects: Mapping[str, bytes] = field(default_factory=dict)
-    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class StageContext:
-    """What a stage sees: the request, the deployment handles, and earlier stages' committed output."""
+class StageContext(Generic[R]):
+    """What a stage sees: the validated request, the model clients, and earlier stages' committed output."""
 
     job: JobRecord
-    handles: Mapping[str, Any]
+    request: R
+    models: Models
     storage: Storage
-    outputs: dict[str, StageResult] = field(default_factory=dict)
+    outputs: dict[type[StageOutput], StageResult] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy())
     on_segments: Callable[[int, int], Awaitable[None]] | None = None
     segments_done: int = 0
     segments_total: int = 0
     retried_errors: list[str] = field(default_factory=list)
 
-    @property
-    def request(self) -> dict[str, Any]:
-        return self.job.request
+    def output(self, kind: type[Out]) -> Out:
+        """The committed record of the earlier stage whose output type is `kind`."""
+        record = self.outputs[kind].record
+        assert isinstance(record, kind)
+        return record
 
-    def object(self, stage: str, name: str) -> bytes:
-        return self.outputs[stage].objects[name]
-
-    def facts(self, stage: str) -> Mapping[str, Any]:
-        return self.outputs[stage].facts
+    def object(self, kind: type[StageOutput], name: str) -> bytes:
+        """Object `name` of the earlier stage whose output type is `kind`."""
+        return self.outputs[kind].objects[name]
 
     async def gather(self, awaitables: Iterable[Awaitable[T]]) -> list[T]:
         """Like `asyncio.gather` (results in order, the first error propagates), reporting `{done, total}`
@@ -115,21 +135,20 @@ class StageContext:
             await self.on_segments(self.segments_done, self.segments_total)
 
 
-StageFn = Callable[[StageContext], Awaitable[StageResult]]
+def no_models(request: Any, models: Models) -> Sequence[ModelClient]:
+    return ()
 
 
 @dataclass(frozen=True)
-class Stage:
-    """`models`: the deployment handles the stage calls; their model id, revision and weights kind join
-    the stage fingerprint, so a checkpoint made with other weights is recomputed, not reused."""
+class Stage(Generic[R]):
+    """`output`: the type of the stage's record. `models`: the clients the stage calls for a request;
+    their model id, revision and weights kind join the stage fingerprint, so a checkpoint made with
+    other weights is recomputed, not reused."""
 
     name: str
-    run: StageFn
-    models: tuple[str, ...] | Callable[[Mapping[str, Any]], Sequence[str]] = ()
-
-    def model_names(self, request: Mapping[str, Any]) -> Sequence[str]:
-        """The handles this stage calls for `request` (a callable `models` chooses by request)."""
-        return self.models(request) if callable(self.models) else self.models
+    run: Callable[[StageContext[R]], Awaitable[StageResult]]
+    output: type[StageOutput]
+    models: Callable[[R, Models], Sequence[ModelClient]] = no_models
 
 
 @dataclass(frozen=True)
@@ -146,14 +165,17 @@ def fingerprint(
     request_hash: str,
     previous: Sequence[StageRecord],
     models: Mapping[str, Mapping[str, Any]] | None = None,
+    version: int = 1,
 ) -> str:
-    """Hash of the stage name, the job's request (its parameters), every earlier stage's object digests
-    and the identity (id, revision, weights kind) of each model the stage runs."""
+    """Hash of the stage name, the job kind's version, the job's request (its parameters), every earlier
+    stage's object digests and facts, and the identity (id, revision, weights kind) of each model the
+    stage runs."""
     parts = [
         stage,
+        f"version={version}",
         request_hash,
         json.dumps(models or {}, sort_keys=True),
-        *(json.dumps(r.objects, sort_keys=True) for r in previous),
+        *(json.dumps({"objects": r.objects, "facts": r.facts}, sort_keys=True) for r in previous),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -172,46 +194,50 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-class StageRunner:
+class StageRunner(Generic[R]):
     """Runs one attempt of one job. Every job-record write is fenced by `attempt`."""
 
     def __init__(
         self,
         jobs: JobStore,
         job: JobRecord,
-        handles: Mapping[str, Any],
+        request: R,
+        models: Models,
         retry: RetryPolicy | None = None,
+        version: int = 1,
     ) -> None:
         self.jobs = jobs
         self.job = job
         self.attempt = job.attempt
+        self.version = version
         self.retry = retry or RetryPolicy()
-        self.ctx = StageContext(job=job, handles=handles, storage=jobs.storage, retry=self.retry)
+        self.ctx = StageContext(
+            job=job, request=request, models=models, storage=jobs.storage, retry=self.retry
+        )
         self._model_infos: dict[str, dict[str, Any]] = {}
         self._last_segment_report = 0.0
 
-    async def run(self, stages: Sequence[Stage]) -> StageContext:
+    async def run(self, stages: Sequence[Stage[R]]) -> StageContext[R]:
         """Run (or restore) every stage in order; raise `JobCancelledError` / `StageFailedError`."""
         for index, stage in enumerate(stages):
             await self._check_cancel()
             committed = sorted(self.job.stages, key=lambda r: r.index)[:index]
             models = await self._models(stage)
-            expected = fingerprint(stage.name, self.job.request_hash, committed, models)
-            restored = await asyncio.to_thread(self._restore, index, stage.name, expected)
+            expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
+            restored = await asyncio.to_thread(self._restore, index, stage, expected)
             if restored is None:
                 await self._set_stage(stage.name, index / len(stages))
                 restored = await self._run_and_commit(index, stage, expected, len(stages), models)
-            self.ctx.outputs[stage.name] = restored
+            self.ctx.outputs[stage.output] = restored
         return self.ctx
 
-    async def _models(self, stage: Stage) -> dict[str, dict[str, Any]]:
+    async def _models(self, stage: Stage[R]) -> dict[str, dict[str, Any]]:
         """Model id, revision and weights kind of each deployment the stage calls (asked once a run)."""
-        names = stage.model_names(self.job.request)
-        for name in names:
-            if name not in self._model_infos:
-                info = await self.ctx.handles[name].info.remote()
-                self._model_infos[name] = {key: info.get(key) for key in MODEL_KEYS}
-        return {name: self._model_infos[name] for name in names}
+        clients = stage.models(self.ctx.request, self.ctx.models)
+        for client in clients:
+            if client.deployment not in self._model_infos:
+                self._model_infos[client.deployment] = (await client.info()).identity
+        return {c.deployment: self._model_infos[c.deployment] for c in clients}
 
     async def _check_cancel(self) -> None:
         record = await asyncio.to_thread(self.jobs.get, self.job.id)
@@ -225,8 +251,9 @@ class StageRunner:
 
         self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
 
-    def _restore(self, index: int, name: str, expected: str) -> StageResult | None:
+    def _restore(self, index: int, stage: Stage[R], expected: str) -> StageResult | None:
         """The committed output of stage `index` if its fingerprint matches and its objects verify."""
+        name = stage.name
         record = next((r for r in self.job.stages if r.index == index), None)
         if record is None or record.name != name or record.fingerprint != expected:
             return None
@@ -238,14 +265,18 @@ class StageRunner:
             logger.warning("checkpoint digest mismatch", extra={"job_id": self.job.id, "stage": name})
             return None
         logger.info("stage restored from checkpoint", extra={"job_id": self.job.id, "stage": name})
-        return StageResult(objects=objects, facts=record.facts)
+        return StageResult(record=stage.output.model_validate(record.facts), objects=objects)
 
     async def _run_and_commit(
-        self, index: int, stage: Stage, expected: str, total: int, models: dict[str, dict[str, Any]]
+        self, index: int, stage: Stage[R], expected: str, total: int, models: dict[str, dict[str, Any]]
     ) -> StageResult:
         started = time.monotonic()
         self.ctx.on_segments = functools.partial(self._report_segments, stage.name, index, total)
         result, errors = await self._run_with_retries(stage)
+        if not isinstance(result.record, stage.output):
+            raise TypeError(
+                f"stage {stage.name!r} returned {type(result.record).__name__}, not {stage.output}"
+            )
         record = StageRecord(
             index=index,
             name=stage.name,
@@ -255,7 +286,7 @@ class StageRunner:
             objects={check_name(n): sha256(body) for n, body in result.objects.items()},
             sizes={n: len(body) for n, body in result.objects.items()},
             models=models,
-            facts=dict(result.facts),
+            facts=result.record.model_dump(mode="json"),
             duration_s=time.monotonic() - started,
             peak_memory_bytes=peak_rss_bytes(),
             retries=len(errors),
@@ -266,7 +297,7 @@ class StageRunner:
         await asyncio.to_thread(self._commit, record, result, (index + 1) / total)
         return result
 
-    async def _run_with_retries(self, stage: Stage) -> tuple[StageResult, list[str]]:
+    async def _run_with_retries(self, stage: Stage[R]) -> tuple[StageResult, list[str]]:
         """The stage's result and the transient errors retried on the way (whole stage or one segment)."""
         errors: list[str] = []
         for retry in range(self.retry.tries):
@@ -322,7 +353,8 @@ def _error_code(e: BaseException) -> str:
     return code if isinstance(code, str) else "invalid_input" if isinstance(e, ValueError) else "stage_error"
 
 
-def job_result(ctx: StageContext) -> dict[str, Any]:
-    """The job's published result: the last stage's `result` fact."""
-    last = list(ctx.outputs.values())[-1]
-    return dict(last.facts["result"])
+def job_result(ctx: StageContext[Any]) -> dict[str, Any]:
+    """The job's published result: the last stage's `Stored` record."""
+    last = list(ctx.outputs.values())[-1].record
+    assert isinstance(last, Stored), f"a job's last stage must return Stored, not {type(last).__name__}"
+    return dict(last.result)

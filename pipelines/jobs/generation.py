@@ -1,222 +1,190 @@
-"""The generation pipeline (music and sound effects): requests, the generator call and the stage list.
+"""The generation job kinds, `music` and `sfx`: admission, the generator call and the stage list.
 
 generate → quality (regenerate ≤ 2x) → master (loudness, optional loop) → spectrogram → store
-(audio, spectrogram PNG and metadata in `outputs/`); the stages after `generate` live in
-`pipelines/jobs/generation_dag.py`.
+(audio, spectrogram PNG and metadata in `outputs/`). The request models live in
+`pipelines/jobs/generation_request.py`, the stages after `generate` and every stage record in
+`pipelines/jobs/generation_post.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from collections.abc import Sequence
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-
-from infra.audio import Audio, AudioFormat, decode, encode
-from infra.storage import upload_key
+from infra.audio import encode
+from infra.uploads import load_upload
 from models.types import GeneratedAudio
-from pipelines.engine.stages import Stage, StageContext, StageResult
-from pipelines.jobs.generation_dag import master_clip, select_clip, spectrogram_image, store_outputs
+from pipelines.engine.clients import ModelClient, Models
+from pipelines.engine.kinds import Admission, AdmissionError, JobKind
+from pipelines.engine.stages import Stage, StageContext, StageResult, Stored
+from pipelines.jobs.generation_post import (
+    CLIP,
+    Generated,
+    Mastered,
+    QualityChecked,
+    Spectrogram,
+    draw_spectrogram,
+    master_audio,
+    select_clip,
+    store_clip,
+)
+from pipelines.jobs.generation_request import (
+    MAX_MELODY_S,
+    MIN_CONTINUATION_S,
+    MUSIC_JOB,
+    SFX_JOB,
+    GenerationJobRequest,
+    MusicJobRequest,
+    SfxJobRequest,
+)
+from pipelines.jobs.separation import admit_upload
 
-MUSIC_JOB = "music"
-SFX_JOB = "sfx"
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-
-
-class GenerationJobRequest(BaseModel):
-    """What music and sound-effect jobs share. `duration_s` limits are checked by the ingress."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    prompt: Prompt = Field(description="What to generate, in words.", examples=["lo-fi beat with warm piano"])
-    duration_s: float = Field(default=8.0, gt=0, description="Length of the result in seconds.")
-    seed: int | None = Field(
-        default=None, ge=0, lt=2**31, description="Same seed, same prompt, same weights → same audio."
-    )
-    format: AudioFormat = Field(default="wav", description="Container of the stored result.")
-    guidance_scale: float | None = Field(
-        default=None, ge=1.0, le=20.0, description="Classifier-free guidance (default 3, Stable Audio 7)."
-    )
-    top_k: int = Field(default=250, ge=1, le=4096, description="MusicGen/AudioGen sampling.")
-    temperature: float = Field(default=1.0, gt=0.0, le=5.0, description="MusicGen/AudioGen sampling.")
-    steps: int = Field(default=100, ge=1, le=500, description="Stable Audio denoising steps.")
-    negative_prompt: str | None = Field(default=None, max_length=2000, description="Stable Audio only.")
-    quality_check: bool = Field(
-        default=True, description="Score the clip (clipping, silence, HF noise, noise-likeness); regenerate."
-    )
-    max_regenerations: int = Field(
-        default=2, ge=0, le=2, description="New seeds tried while the check fails; the best attempt is kept."
-    )
-    loudness_lufs: float | None = Field(
-        default=-14.0, ge=-70.0, le=0.0, description="Loudness target (LUFS); null keeps the level."
-    )
-    true_peak_db: float = Field(default=-1.0, ge=-20.0, le=0.0, description="True-peak ceiling (dBTP).")
-    loopable: bool = Field(default=False, description="Crossfade the end into the start to loop seamlessly.")
-    loop_crossfade_s: float = Field(
-        default=0.5, gt=0.0, le=10.0, description="Loop crossfade (s); shortens the clip by as much."
-    )
-
-    @model_validator(mode="after")
-    def _loop_fits(self) -> Self:
-        if self.loopable and self.loop_crossfade_s > self.duration_s / 2:
-            raise ValueError(
-                f"loop_crossfade_s {self.loop_crossfade_s:g} must be at most half of "
-                f"duration_s {self.duration_s:g}"
-            )
-        return self
-
-    def with_seed(self) -> Self:
-        """Fix the seed at submission, so a resumed job regenerates the same audio."""
-        return self if self.seed is not None else self.model_copy(update={"seed": secrets.randbelow(2**31)})
+G = TypeVar("G", bound=GenerationJobRequest)
 
 
-UploadId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-MAX_MELODY_S = 30.0  # MusicGen-Melody reads the chroma of a reference's first 30 s
-MIN_CONTINUATION_S = 0.1  # what a continuation adds at least, so it is more than codec-frame rounding
+# Admission ----------------------------------------------------------------------------------------
 
 
-class MusicJobRequest(GenerationJobRequest):
-    """`POST /v1/jobs/music`: MusicGen (autoregressive, default) or Stable Audio Open (diffusion, fast);
-    with MusicGen, optionally steered by a reference melody or continuing an uploaded clip."""
-
-    model: Literal["musicgen", "stable-audio"] = "musicgen"
-    melody_upload_id: UploadId | None = Field(
-        default=None,
-        description=f"An upload (`POST /v1/uploads`, at most {MAX_MELODY_S:g} s) whose melody (chroma) the "
-        "music follows: generated by MusicGen-Melody. Only with model `musicgen`; not with "
-        "`continue_upload_id`.",
-    )
-    continue_upload_id: UploadId | None = Field(
-        default=None,
-        description="An upload to extend (MusicGen continuation). `duration_s` is the total length of the "
-        "result, clip included, so it must exceed the clip's length by at least "
-        f"{MIN_CONTINUATION_S:g} s. The result starts with the clip as MusicGen's codec reconstructs it "
-        "(close to, not identical with, the upload), then continues it. Only with model `musicgen`; not "
-        "with `melody_upload_id`.",
-    )
-
-    @model_validator(mode="after")
-    def _one_conditioning_with_musicgen(self) -> Self:
-        if self.melody_upload_id is not None and self.continue_upload_id is not None:
-            raise ValueError("send at most one of melody_upload_id and continue_upload_id")
-        if self.conditioning is not None and self.model != "musicgen":
-            raise ValueError(
-                f"melody_upload_id and continue_upload_id need model 'musicgen', not {self.model!r}"
-            )
-        return self
-
-    @property
-    def conditioning(self) -> dict[str, str] | None:
-        """`{kind: melody|continuation, upload_id}`, or None for text alone."""
-        if self.melody_upload_id is not None:
-            return {"kind": "melody", "upload_id": self.melody_upload_id}
-        if self.continue_upload_id is not None:
-            return {"kind": "continuation", "upload_id": self.continue_upload_id}
-        return None
+async def admit_music(request: MusicJobRequest, admission: Admission) -> MusicJobRequest:
+    """The conditioning upload exists (404) and suits the request, the duration and the prompt are
+    within the limits (422); the seed is fixed."""
+    await _check_conditioning(request, admission)
+    return await _admit_generation(request, admission)
 
 
-class SfxJobRequest(GenerationJobRequest):
-    """`POST /v1/jobs/sfx`: AudioGen (default) or Stable Audio Open."""
-
-    model: Literal["audiogen", "stable-audio"] = "audiogen"
-
-
-REQUESTS: dict[str, type[GenerationJobRequest]] = {MUSIC_JOB: MusicJobRequest, SFX_JOB: SfxJobRequest}
-DEPLOYMENTS = {"musicgen": "MusicGen", "audiogen": "AudioGen", "stable-audio": "StableAudio"}
+async def admit_sfx(request: SfxJobRequest, admission: Admission) -> SfxJobRequest:
+    """The duration and the prompt are within the limits (422); the seed is fixed."""
+    return await _admit_generation(request, admission)
 
 
-def generation_request(ctx: StageContext) -> GenerationJobRequest:
-    return REQUESTS[ctx.job.kind].model_validate(ctx.request)
-
-
-async def generate_clip(ctx: StageContext) -> StageResult:
-    """Call the chosen generator's deployment; commit the clip as 32-bit float WAV."""
-    request = generation_request(ctx)
-    generated = await _call_generator(ctx, request)
-    audio = generated.audio
-    facts = {
-        "model": generated.model.as_dict(),
-        "seed": generated.seed,
-        "sample_rate": audio.sample_rate,
-        "channels": audio.channels,
-        "duration_s": audio.duration_s,
-        "conditioning": _conditioning(request),
-    }
-    wav = await asyncio.to_thread(encode, audio, "wav")
-    return StageResult(objects={"audio.wav": wav}, facts=facts)
-
-
-async def _call_generator(ctx: StageContext, request: GenerationJobRequest) -> GeneratedAudio:
-    """One clip for `request` from its deployment: Stable Audio, MusicGen-Melody (with a melody upload),
-    MusicGen continuing an upload, or MusicGen / AudioGen from text."""
-    if request.model == "stable-audio":
-        return await ctx.handles["StableAudio"].generate.remote(
-            request.prompt,
-            request.duration_s,
-            request.seed,
-            request.steps,
-            request.guidance_scale or 7.0,
-            request.negative_prompt,
-        )
-    sampling = (request.seed, request.guidance_scale or 3.0, request.top_k, request.temperature)
-    conditioning = _conditioning(request)
+async def _check_conditioning(request: MusicJobRequest, admission: Admission) -> None:
+    """The melody or continuation upload exists (404) and its length suits the request (422)."""
+    conditioning = request.conditioning
     if conditioning is None:
-        handle = ctx.handles[DEPLOYMENTS[request.model]]
-        return await handle.generate.remote(request.prompt, request.duration_s, *sampling)
-    clip = await asyncio.to_thread(_load_upload, ctx, conditioning["upload_id"])
+        return
+    clip = await admit_upload(admission, conditioning["upload_id"])
+    if conditioning["kind"] == "melody" and clip.duration_s > MAX_MELODY_S:
+        message = f"the melody upload is {clip.duration_s:g} s; at most {MAX_MELODY_S:g} s"
+        raise AdmissionError("melody_too_long", message)
+    if conditioning["kind"] == "continuation" and clip.duration_s + MIN_CONTINUATION_S > request.duration_s:
+        message = (
+            f"duration_s {request.duration_s:g} is the total length and must exceed the clip's "
+            f"{clip.duration_s:g} s by at least {MIN_CONTINUATION_S:g} s"
+        )
+        raise AdmissionError("clip_too_long", message)
+
+
+async def _admit_generation(request: G, admission: Admission) -> G:
+    """`duration_too_long` past the configured limit (and Stable Audio's own), `prompt_too_long`;
+    then the request with its seed fixed."""
+    settings = admission.settings
+    limit = settings.max_generation_s
+    if request.model == "stable-audio":
+        limit = min(limit, (await admission.models.stable_audio.info()).extra["max_duration_s"])
+    if request.duration_s > limit:
+        message = f"duration_s {request.duration_s:g} exceeds the limit of {limit:g} s"
+        raise AdmissionError("duration_too_long", message)
+    if len(request.prompt) > settings.max_prompt_chars:
+        raise AdmissionError("prompt_too_long", f"prompt exceeds {settings.max_prompt_chars} characters")
+    return request.with_seed()
+
+
+# The generator call -------------------------------------------------------------------------------
+
+
+def generator_clients(request: GenerationJobRequest, models: Models) -> Sequence[ModelClient]:
+    """The client a generation request calls (its model's identity joins the stage fingerprint)."""
+    if request.model == "stable-audio":
+        return (models.stable_audio,)
+    if request.model == "audiogen":
+        return (models.sfx,)
+    conditioning = request.conditioning
+    if conditioning is not None and conditioning["kind"] == "melody":
+        return (models.melody,)
+    return (models.music,)
+
+
+async def call_generator(ctx: StageContext[G], seed: int) -> GeneratedAudio:
+    """One clip for the request with `seed`: Stable Audio or AudioGen from text, MusicGen-Melody with a
+    melody upload, MusicGen continuing an upload, or MusicGen from text."""
+    request, models = ctx.request, ctx.models
+    prompt, duration_s, sampling = request.prompt, request.duration_s, request.sampling()
+    if request.model == "stable-audio":
+        client = models.stable_audio
+        return await client.generate(prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling)
+    if request.model == "audiogen":
+        return await models.sfx.generate(prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling)
+    conditioning = request.conditioning
+    if conditioning is None:
+        return await models.music.generate(prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling)
+    clip = await asyncio.to_thread(load_upload, ctx.storage, conditioning["upload_id"])
     if conditioning["kind"] == "melody":
-        melody = ctx.handles["MusicGenMelody"]
-        return await melody.generate.remote(request.prompt, request.duration_s, *sampling, clip)
-    music = ctx.handles["MusicGen"]
-    return await music.continue_audio.remote(clip, request.prompt, request.duration_s, *sampling)
+        return await models.melody.generate(
+            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling, melody=clip
+        )
+    return await models.music.continue_audio(
+        clip=clip, prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
+    )
 
 
-def _conditioning(request: GenerationJobRequest) -> dict[str, str] | None:
-    return request.conditioning if isinstance(request, MusicJobRequest) else None
+# Stages -------------------------------------------------------------------------------------------
 
 
-def _load_upload(ctx: StageContext, upload_id: str) -> Audio:
-    """An upload's audio (validated by the ingress when it was stored)."""
-    return decode(ctx.storage.get_bytes(upload_key(upload_id, "source")))
+async def generate_clip(ctx: StageContext[G]) -> StageResult:
+    """Stage `generate`: call the chosen generator; commit the clip as 32-bit float WAV."""
+    generated = await call_generator(ctx, ctx.request.fixed_seed())
+    audio = generated.audio
+    record = Generated(
+        model=generated.model,
+        seed=generated.seed,
+        sample_rate=audio.sample_rate,
+        channels=audio.channels,
+        duration_s=audio.duration_s,
+        conditioning=ctx.request.conditioning,
+    )
+    wav = await asyncio.to_thread(encode, audio, "wav")
+    return StageResult(record=record, objects={CLIP: wav})
 
 
-async def check_quality(ctx: StageContext) -> StageResult:
-    """Score the clip; generate again with derived seeds while it fails (`generation_dag.select_clip`)."""
-    request = generation_request(ctx)
+async def check_quality(ctx: StageContext[G]) -> StageResult:
+    """Stage `quality`: score the clip; generate again with derived seeds while it fails
+    (`generation_post.select_clip`)."""
 
     async def regenerate(seed: int) -> GeneratedAudio:
-        return await _call_generator(ctx, request.model_copy(update={"seed": seed}))
+        return await call_generator(ctx, seed)
 
-    return await select_clip(ctx, request, regenerate)
-
-
-async def master_audio(ctx: StageContext) -> StageResult:
-    return await asyncio.to_thread(master_clip, ctx, generation_request(ctx))
+    return await select_clip(ctx, regenerate)
 
 
-async def draw_spectrogram(ctx: StageContext) -> StageResult:
-    return await asyncio.to_thread(spectrogram_image, ctx)
+def generation_stages(request: type[G]) -> tuple[Stage[G], ...]:
+    """The stages of a generation kind whose request model is `request`."""
+    return (
+        Stage("generate", generate_clip, output=Generated, models=generator_clients),
+        Stage("quality", check_quality, output=QualityChecked, models=generator_clients),
+        Stage("master", master_audio, output=Mastered),
+        Stage("spectrogram", draw_spectrogram, output=Spectrogram),
+        Stage("store", store_clip, output=Stored),
+    )
 
 
-async def store_clip(ctx: StageContext) -> StageResult:
-    """Write `outputs/{job_id}/audio.{format}`, `spectrogram.png` and `metadata.json`."""
-    return await asyncio.to_thread(store_outputs, ctx, generation_request(ctx))
+MUSIC_STAGES = generation_stages(MusicJobRequest)
+SFX_STAGES = generation_stages(SfxJobRequest)
 
+MUSIC_KIND = JobKind(
+    name=MUSIC_JOB,
+    request=MusicJobRequest,
+    stages=MUSIC_STAGES,
+    admit=admit_music,
+    summary="Generate music from a text prompt (MusicGen, or `model: stable-audio`), optionally following "
+    "an uploaded melody (`melody_upload_id`) or continuing an uploaded clip (`continue_upload_id`). "
+    "Returns `202 {id, status_url}`; poll the status URL.",
+)
 
-def generator_deployments(request: Mapping[str, Any]) -> tuple[str, ...]:
-    """The deployment a generation request calls (its model's identity joins the stage fingerprint)."""
-    if request.get("melody_upload_id") is not None:
-        return ("MusicGenMelody",)
-    return (DEPLOYMENTS[request["model"]],)
-
-
-GENERATION_STAGES = (
-    Stage("generate", generate_clip, models=generator_deployments),
-    Stage("quality", check_quality, models=generator_deployments),
-    Stage("master", master_audio),
-    Stage("spectrogram", draw_spectrogram),
-    Stage("store", store_clip),
+SFX_KIND = JobKind(
+    name=SFX_JOB,
+    request=SfxJobRequest,
+    stages=SFX_STAGES,
+    admit=admit_sfx,
+    summary="Generate a sound effect from a text prompt (AudioGen, or `model: stable-audio`).",
 )

@@ -1,63 +1,78 @@
-"""Source separation jobs: load → separate in overlapping segments across replicas → join → store stems."""
+"""Source separation jobs: load → separate in overlapping segments across replicas → join → store stems.
+
+Also the helpers the other audio-input kinds share: `admit_upload` (the upload exists, 404 otherwise)
+and `separate_in_segments` (the fan-out over the Separation replicas; voice replacement uses it too).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.audio import Audio, AudioFormat, decode, encode, resample
-from infra.dsp.segments import DEFAULT_OVERLAP_S, cut, join, plan_segments
+from infra.dsp.segments import DEFAULT_OVERLAP_S, DEFAULT_SEGMENT_S, cut, join, plan_segments
 from infra.dsp.stems import two_stems
-from infra.storage import upload_key
+from infra.uploads import UploadInfo, UploadNotFoundError, load_upload, upload_info
+from pipelines.engine.clients import ModelClient, Models, SeparationClient
+from pipelines.engine.kinds import Admission, AdmissionError, JobKind
 from pipelines.engine.outputs import store_audio
-from pipelines.engine.stages import Stage, StageContext, StageResult
+from pipelines.engine.stages import Stage, StageContext, StageOutput, StageResult, Stored
 
 SEPARATE_JOB = "separate"
+UPLOAD_ID = "^[0-9a-f]{32}$"
 
 
 class SeparateJobRequest(BaseModel):
-    """`POST /v1/jobs/separate` (after the ingress turned a direct file into an upload)."""
+    """`POST /v1/jobs/separate` (the HTTP layer turns a `file` or `url` into the `upload_id`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    upload_id: str = Field(pattern="^[0-9a-f]{32}$")
+    upload_id: str = Field(pattern=UPLOAD_ID)
     mode: Literal["4stems", "vocals"] = Field(
         default="4stems", description="`4stems`: drums, bass, other, vocals; `vocals`: vocals + no_vocals."
     )
     format: AudioFormat = "wav"
-    segment_s: float = Field(default=30.0, ge=5.0, le=600.0, description="Segment sent to one replica.")
+    segment_s: float = Field(
+        default=DEFAULT_SEGMENT_S, ge=5.0, le=600.0, description="Segment sent to one replica."
+    )
     overlap_s: float = Field(default=DEFAULT_OVERLAP_S, ge=0.0, le=10.0, description="Crossfaded overlap.")
 
 
-def load_input(ctx: StageContext, upload_id: str) -> Audio:
-    return decode(ctx.storage.get_bytes(upload_key(upload_id, "source")))
+class Separated(StageOutput):
+    """The `separate` stage: the stems (one `{name}.wav` object each), the segment count, the weights."""
+
+    stems: list[str]
+    segments: int
+    model: dict[str, Any]
 
 
-async def separate_stems(ctx: StageContext) -> StageResult:
-    """Cut the input into overlapping segments, separate them concurrently, crossfade the stems back."""
-    request = SeparateJobRequest.model_validate(ctx.request)
-    handle = ctx.handles["Separation"]
-    info: dict[str, Any] = await handle.info.remote()
-    audio = resample(await asyncio.to_thread(load_input, ctx, request.upload_id), info["sample_rate"])
-    stems, segments = await separate_in_segments(ctx, audio, request.segment_s, request.overlap_s)
-    if request.mode == "vocals":
-        stems = two_stems(stems, keep="vocals")
-    objects = {f"{name}.wav": await asyncio.to_thread(encode, stem, "wav") for name, stem in stems.items()}
-    facts = {"model": _model(info), "segments": segments, "stems": list(stems)}
-    return StageResult(objects=objects, facts=facts)
+async def admit_upload(admission: Admission, upload_id: str) -> UploadInfo:
+    """The upload's description; `AdmissionError` 404 `upload_not_found` if there is none."""
+    try:
+        return await asyncio.to_thread(upload_info, admission.storage, upload_id)
+    except UploadNotFoundError as e:
+        raise AdmissionError(e.code, str(e), status=404) from e
+
+
+async def admit_separation(request: SeparateJobRequest, admission: Admission) -> SeparateJobRequest:
+    """422 `invalid_request` if segments would overlap by more than half; 404 for an unknown upload."""
+    if 2 * request.overlap_s > request.segment_s:
+        raise AdmissionError("invalid_request", "overlap_s may be at most half of segment_s")
+    await admit_upload(admission, request.upload_id)
+    return request
 
 
 async def separate_in_segments(
-    ctx: StageContext, audio: Audio, segment_s: float, overlap_s: float
+    ctx: StageContext[Any], client: SeparationClient, audio: Audio, segment_s: float, overlap_s: float
 ) -> tuple[dict[str, Audio], int]:
     """`audio` (at the model's rate) cut into overlapping segments, separated concurrently over the
     Separation replicas (a lost replica's segments are retried), stems crossfaded back together; with the
     number of segments."""
-    handle = ctx.handles["Separation"]
     segments = plan_segments(audio.num_samples, audio.sample_rate, segment_s=segment_s, overlap_s=overlap_s)
-    pieces: list[dict[str, Audio]] = await ctx.map(lambda s: handle.separate.remote(cut(audio, s)), segments)
+    pieces = await ctx.map(lambda s: client.separate(audio=cut(audio, s)), segments)
     total = audio.num_samples
     stems = await asyncio.to_thread(
         lambda: {name: join([p[name] for p in pieces], segments, total) for name in pieces[0]}
@@ -65,27 +80,53 @@ async def separate_in_segments(
     return stems, len(segments)
 
 
-async def store_stems(ctx: StageContext) -> StageResult:
-    request = SeparateJobRequest.model_validate(ctx.request)
-    return await asyncio.to_thread(_store, ctx, request.format)
+async def separate_stems(ctx: StageContext[SeparateJobRequest]) -> StageResult:
+    """Cut the input into overlapping segments, separate them concurrently, crossfade the stems back."""
+    request, client = ctx.request, ctx.models.separation
+    card = await client.info()
+    source = await asyncio.to_thread(load_upload, ctx.storage, request.upload_id)
+    audio = await asyncio.to_thread(resample, source, card.sample_rate)
+    stems, segments = await separate_in_segments(ctx, client, audio, request.segment_s, request.overlap_s)
+    if request.mode == "vocals":
+        stems = two_stems(stems, keep="vocals")
+    objects = {f"{name}.wav": await asyncio.to_thread(encode, stem, "wav") for name, stem in stems.items()}
+    record = Separated(stems=list(stems), segments=segments, model=card.identity)
+    return StageResult(record=record, objects=objects)
 
 
-def _store(ctx: StageContext, fmt: AudioFormat) -> StageResult:
-    facts = ctx.facts("separate")
+async def store_stems(ctx: StageContext[SeparateJobRequest]) -> StageResult:
+    """Each stem at `outputs/{job_id}/{stem}.{format}`; the weights and segment count as metadata."""
+    return StageResult(record=await asyncio.to_thread(_store, ctx, ctx.request.format))
+
+
+def _store(ctx: StageContext[SeparateJobRequest], fmt: AudioFormat) -> Stored:
+    separated = ctx.output(Separated)
     result: dict[str, Any] = {
-        name: store_audio(ctx, name, decode(ctx.object("separate", f"{name}.wav")), fmt)
-        for name in facts["stems"]
+        name: store_audio(ctx, name, decode(ctx.object(Separated, f"{name}.wav")), fmt)
+        for name in separated.stems
     }
     result["metadata"] = {
-        "model": facts["model"],
-        "weights": facts["model"]["weights"],
-        "segments": facts["segments"],
+        "model": separated.model,
+        "weights": separated.model["weights"],
+        "segments": separated.segments,
     }
-    return StageResult(facts={"result": result})
+    return Stored(result=result)
 
 
-def _model(info: dict[str, Any]) -> dict[str, Any]:
-    return {key: info[key] for key in ("model_id", "revision", "weights")}
+def _separation(request: SeparateJobRequest, models: Models) -> Sequence[ModelClient]:
+    return (models.separation,)
 
 
-SEPARATION_STAGES = (Stage("separate", separate_stems, models=("Separation",)), Stage("store", store_stems))
+SEPARATION_STAGES: tuple[Stage[SeparateJobRequest], ...] = (
+    Stage("separate", separate_stems, output=Separated, models=_separation),
+    Stage("store", store_stems, output=Stored),
+)
+
+SEPARATE_KIND = JobKind(
+    name=SEPARATE_JOB,
+    request=SeparateJobRequest,
+    stages=SEPARATION_STAGES,
+    admit=admit_separation,
+    inputs=frozenset({"file", "upload_id", "url"}),
+    summary="Separate stems (HTDemucs): one presigned URL per stem in the result.",
+)

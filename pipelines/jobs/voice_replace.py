@@ -2,357 +2,206 @@
 
 One speaker's lines are re-spoken in another voice (a stock TTS voice or a registered `voice_id`),
 time-fitted to the original lines (infra/dsp/time_fit.py) and mixed back in (infra/dsp/remix.py); every
-other sample of the input is kept. Each stage commits its output, so a resumed job skips finished stages.
-
-Diarization and transcription listen at `WORK_RATE` (16 kHz mono, the rate of the VAD, speaker and
-Whisper models); separation reads and the remix writes the input's own rate and channels.
+other sample of the input is kept. Each stage commits its typed record, so a resumed job skips finished
+stages. The model stages are in `pipelines/jobs/voice_replace_stages.py`; this module holds what is
+checked before a job exists (`admit_voice_replace`), the store stage and the job kind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, replace
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from infra.audio import Audio, AudioFormat, decode, encode, peak_dbfs, resample, to_mono
-from infra.dsp.regions import Turn
-from infra.dsp.remix import match_layout, remix
-from infra.dsp.segments import DEFAULT_OVERLAP_S, DEFAULT_SEGMENT_S
-from infra.dsp.stems import two_stems
-from infra.dsp.time_fit import MAX_RATE, MIN_RATE, fit_line
+from infra import voice_store
+from infra.audio import Audio, decode
+from infra.dsp.time_fit import MAX_RATE, MIN_RATE
 from infra.storage import output_key
-from infra.voice_store import load_voice
-from models.types import Segment as TranscriptSegment
-from models.types import Transcript, VoiceReference
+from infra.uploads import UploadNotFoundError, load_upload, upload_info
+from infra.voice_store import VoiceNotFoundError
+from pipelines.engine.clients import ModelClient, Models
+from pipelines.engine.kinds import Admission, AdmissionError, JobKind
 from pipelines.engine.outputs import store_audio, store_json
-from pipelines.engine.stages import Stage, StageContext, StageResult
-from pipelines.jobs.separation import load_input, separate_in_segments
-from pipelines.voice.lines import (
-    TARGET_PATTERN,
-    Line,
-    attribute_words,
-    group_lines,
-    lines_to_srt,
-    plan_chunks,
-    resolve_target,
-    room_after,
+from pipelines.engine.stages import Stage, StageResult, Stored
+from pipelines.jobs.voice_replace_stages import (
+    Ctx,
+    Decoded,
+    Diarized,
+    Remixed,
+    Separated,
+    Synthesized,
+    Transcribed,
+    analysed_source,
+    decode_stage,
+    diarize_stage,
+    remix_stage,
+    separate_stage,
+    synthesize_stage,
+    transcribe_stage,
+    voice_client,
 )
-from pipelines.voice.report import (
-    debug_weights,
-    line_entry,
-    placements,
-    replaced_region,
-    transcript_body,
+from pipelines.voice.lines import lines_to_srt
+from pipelines.voice.report import debug_weights, transcript_body
+from pipelines.voice.request import (
+    SILENT_PEAK_DBFS,
+    VOICE_ID,
+    SilentInputError,
+    VoiceReplaceJobRequest,
+    check_audible,
+    is_voice_id,
 )
+
+__all__ = [
+    "SILENT_PEAK_DBFS",
+    "VOICE_ID",
+    "VOICE_REPLACE_JOB",
+    "VOICE_REPLACE_KIND",
+    "VOICE_REPLACE_STAGES",
+    "VoiceReplaceJobRequest",
+    "admit_voice_replace",
+]
 
 VOICE_REPLACE_JOB = "voice-replace"
-WORK_RATE = 16000
-SILENT_PEAK_DBFS = -70.0  # an input whose loudest sample is quieter than this has nothing to replace
-VOICE_ID = re.compile(r"^[0-9a-f]{32}$")
-MODEL_KEYS = ("model_id", "revision", "weights")
+SUMMARY = (
+    "Re-speak one speaker's lines in another voice, time-fitted, everything else kept: the result\n"
+    "audio, a transcript (JSON + SRT with speakers) and a per-line replacement report."
+)
 
 
-class SilentInputError(ValueError):
-    code = "silent_input"
+# admission ---------------------------------------------------------------------------------------
 
 
-class NoSpeechError(ValueError):
-    code = "no_speech"
+async def admit_voice_replace(
+    request: VoiceReplaceJobRequest, admission: Admission
+) -> VoiceReplaceJobRequest:
+    """Refuse before the job exists: an unknown voice (422 `unknown_voice`), a missing upload (404
+    `upload_not_found`), a silent input (422 `silent_input`)."""
+    await _check_voice(request.voice, admission)
+    audio = await asyncio.to_thread(_load_upload, admission, request.upload_id)
+    try:
+        check_audible(audio)
+    except SilentInputError as e:
+        raise AdmissionError(e.code, str(e)) from e
+    return request
 
 
-class VoiceReplaceJobRequest(BaseModel):
-    """`POST /v1/jobs/voice-replace` (after the ingress turned a direct file into an upload)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    upload_id: str = Field(pattern="^[0-9a-f]{32}$")
-    voice: str = Field(min_length=1, max_length=64, description="Stock voice name or registered voice_id.")
-    target_speaker: str = Field(default="auto", pattern=TARGET_PATTERN)
-    separate: bool = Field(default=False, description="Split vocals from accompaniment first.")
-    analyze: Literal["vocals", "input"] = Field(
-        default="vocals",
-        description="With `separate`: diarize and transcribe the separated vocals or the input mix.",
-    )
-    num_speakers: int | None = Field(default=None, ge=1, le=8)
-    format: AudioFormat = "wav"
+async def _check_voice(voice: str, admission: Admission) -> None:
+    """`unknown_voice` unless `voice` is a stock voice of the TTS deployment or a registered voice_id."""
+    if is_voice_id(voice):
+        try:
+            await asyncio.to_thread(voice_store.load_profile, admission.storage, voice)
+        except VoiceNotFoundError as e:
+            raise AdmissionError("unknown_voice", str(e)) from e
+        return
+    stock = await admission.models.tts.voices()
+    if voice not in stock:
+        raise AdmissionError("unknown_voice", f"voice {voice!r} is neither one of {stock} nor a voice_id")
 
 
-def _request(ctx: StageContext) -> VoiceReplaceJobRequest:
-    return VoiceReplaceJobRequest.model_validate(ctx.request)
-
-
-def _wav(audio: Audio) -> bytes:
-    return encode(audio, "wav")
-
-
-# 1. decode ---------------------------------------------------------------------------------------
-
-
-async def decode_stage(ctx: StageContext) -> StageResult:
-    """The input as mono at `WORK_RATE` (`speech.wav`); the original stays in the upload for the remix."""
-    return await asyncio.to_thread(_decode, ctx)
-
-
-def _decode(ctx: StageContext) -> StageResult:
-    original = load_input(ctx, _request(ctx).upload_id)
-    if peak_dbfs(original) < SILENT_PEAK_DBFS:
-        raise SilentInputError(f"the input is silent (peak below {SILENT_PEAK_DBFS:g} dBFS)")
-    facts = {
-        "sample_rate": original.sample_rate,
-        "channels": original.channels,
-        "num_samples": original.num_samples,
-        "duration_s": original.duration_s,
-    }
-    return StageResult(objects={"speech.wav": _wav(resample(to_mono(original), WORK_RATE))}, facts=facts)
-
-
-# 2. separate -------------------------------------------------------------------------------------
-
-
-async def separate_stage(ctx: StageContext) -> StageResult:
-    """With `separate`: vocals (mono, `WORK_RATE`) and accompaniment (the input's layout), separated in
-    overlapping segments fanned out over the Separation replicas. Without: nothing (speech-only input)."""
-    request = _request(ctx)
-    if not request.separate:
-        return StageResult(facts={"separated": False})
-    handle = ctx.handles["Separation"]
-    info: dict[str, Any] = await handle.info.remote()
-    original = await asyncio.to_thread(load_input, ctx, request.upload_id)
-    audio = await asyncio.to_thread(resample, original, info["sample_rate"])
-    stems, segments = await separate_in_segments(ctx, audio, DEFAULT_SEGMENT_S, DEFAULT_OVERLAP_S)
-    layout = (original.sample_rate, original.channels, original.num_samples)
-    objects = await asyncio.to_thread(_stem_objects, stems, layout)
-    facts = {"separated": True, "segments": segments, "model": _model(info)}
-    return StageResult(objects=objects, facts=facts)
-
-
-def _stem_objects(stems: dict[str, Audio], layout: tuple[int, int, int]) -> dict[str, bytes]:
-    """The stems as `vocals.wav` (mono, `WORK_RATE`) and `accompaniment.wav` (in `layout`: the input's
-    sample rate, channels and length)."""
-    stems = two_stems(stems, keep="vocals")
-    return {
-        "vocals.wav": _wav(resample(to_mono(stems["vocals"]), WORK_RATE)),
-        "accompaniment.wav": _wav(match_layout(stems["no_vocals"], *layout)),
-    }
-
-
-def analysis_audio(ctx: StageContext) -> Audio:
-    """What diarization and transcription listen to: the separated vocals or the (mono) input."""
-    if ctx.facts("separate")["separated"] and _request(ctx).analyze == "vocals":
-        return decode(ctx.object("separate", "vocals.wav"))
-    return decode(ctx.object("decode", "speech.wav"))
-
-
-# 3. diarize --------------------------------------------------------------------------------------
-
-
-async def diarize_stage(ctx: StageContext) -> StageResult:
-    """Speaker turns of the analysed audio and the resolved target speaker."""
-    request = _request(ctx)
-    audio = await asyncio.to_thread(analysis_audio, ctx)
-    turns: list[Turn] = await ctx.handles["Diarizer"].diarize.remote(audio, request.num_speakers)
-    if not turns:
-        raise NoSpeechError(f"no speech found in the {_source(ctx)}")
-    target = resolve_target(turns, request.target_speaker)
-    model = _model(await ctx.handles["Diarizer"].info.remote())
-    return StageResult(facts={"turns": [asdict(t) for t in turns], "target": target, "model": model})
-
-
-def _source(ctx: StageContext) -> str:
-    separated = ctx.facts("separate")["separated"] and _request(ctx).analyze == "vocals"
-    return "separated vocals" if separated else "input"
-
-
-def _turns(ctx: StageContext) -> list[Turn]:
-    return [Turn(**t) for t in ctx.facts("diarize")["turns"]]
-
-
-# 4. transcribe -----------------------------------------------------------------------------------
-
-
-async def transcribe_stage(ctx: StageContext) -> StageResult:
-    """Whisper over chunks of consecutive turns (fanned out), words attributed to speakers, lines."""
-    audio = await asyncio.to_thread(analysis_audio, ctx)
-    turns, target = _turns(ctx), ctx.facts("diarize")["target"]
-    chunks = plan_chunks(turns, audio.duration_s)
-    asr = ctx.handles["ASR"]
-    transcripts: list[Transcript] = await ctx.map(
-        lambda chunk: asr.transcribe.remote(_span(audio, *chunk), None, True), chunks
-    )
-    segments = [
-        _shifted(s, start) for (start, _), t in zip(chunks, transcripts, strict=True) for s in t.segments
-    ]
-    lines = group_lines(attribute_words(segments, turns), turns)
-    if not any(line.speaker == target for line in lines):
-        raise NoSpeechError(f"no words were transcribed for the target speaker {target}")
-    facts = {
-        "lines": [asdict(line) for line in lines],
-        "model": _model(await asr.info.remote()),
-        "language": transcripts[0].language if transcripts else None,
-    }
-    return StageResult(facts=facts)
-
-
-def _span(audio: Audio, start_s: float, end_s: float) -> Audio:
-    start, end = round(start_s * audio.sample_rate), round(end_s * audio.sample_rate)
-    return Audio(audio.samples[:, start:end].copy(), audio.sample_rate)
-
-
-def _shifted(segment: TranscriptSegment, offset_s: float) -> TranscriptSegment:
-    words = tuple(replace(w, start=w.start + offset_s, end=w.end + offset_s) for w in segment.words)
-    return replace(segment, start=segment.start + offset_s, end=segment.end + offset_s, words=words)
-
-
-def _lines(ctx: StageContext) -> list[Line]:
-    return [Line(**line) for line in ctx.facts("transcribe")["lines"]]
-
-
-# 5. synthesize -----------------------------------------------------------------------------------
-
-
-async def synthesize_stage(ctx: StageContext) -> StageResult:
-    """Each target line spoken in the new voice (fanned out), trimmed and time-fitted to its slot."""
-    request = _request(ctx)
-    lines, target = _lines(ctx), ctx.facts("diarize")["target"]
-    duration, rate = ctx.facts("decode")["duration_s"], ctx.facts("decode")["sample_rate"]
-    targets = [i for i, line in enumerate(lines) if line.speaker == target]
-    speak, handle = await _speaker(ctx, request.voice)
-    clips: list[Audio] = await ctx.map(lambda i: speak(lines[i].text), targets)
-    slots = [(lines[i], room_after(lines, i, duration)) for i in targets]
-    objects, report = await asyncio.to_thread(_fit_lines, clips, slots, rate)
-    facts = {"lines": report, "model": _model(await ctx.handles[handle].info.remote()), "deployment": handle}
-    return StageResult(objects=objects, facts=facts)
-
-
-def _fit_lines(
-    clips: Sequence[Audio], slots: Sequence[tuple[Line, float]], rate: int
-) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
-    """Each clip trimmed and time-fitted at the input's `rate` to its line's slot (with the silence
-    after it): the `line-NNN.wav` objects and the report entries."""
-    objects: dict[str, bytes] = {}
-    report: list[dict[str, Any]] = []
-    for n, (clip, (line, room)) in enumerate(zip(clips, slots, strict=True)):
-        fitted = fit_line(resample(clip, rate), line.slot_s, room)
-        objects[f"line-{n:03d}.wav"] = _wav(fitted.audio)
-        entry = line_entry(
-            line, fitted.natural_s, fitted.duration_s, fitted.rate, fitted.overrun_s, fitted.overlap_s
-        )
-        report.append(
-            {**entry, "region_samples": replaced_region(line, fitted.overrun_s - fitted.overlap_s, rate)}
-        )
-    return objects, report
-
-
-async def _speaker(ctx: StageContext, voice: str) -> tuple[Callable[[str], Awaitable[Audio]], str]:
-    """How to speak a line in `voice`, and the deployment that does it."""
-    if VOICE_ID.match(voice):
-        reference = await asyncio.to_thread(load_voice_reference, ctx, voice)
-        return (lambda text: ctx.handles["VoiceClone"].synthesize.remote(text, reference)), "VoiceClone"
-    return (lambda text: ctx.handles["TTS"].synthesize.remote(text, voice, 1.0)), "TTS"
-
-
-def load_voice_reference(ctx: StageContext, voice_id: str) -> VoiceReference:
-    """A registered voice's reference clip and transcript (`VoiceNotFoundError` if it was deleted)."""
-    audio, transcript = load_voice(ctx.storage, voice_id)
-    return VoiceReference(audio=audio, transcript=transcript)
-
-
-# 6. remix ----------------------------------------------------------------------------------------
-
-
-async def remix_stage(ctx: StageContext) -> StageResult:
-    """The input with the target's regions replaced by the new lines (over the accompaniment if separated)."""
-    return await asyncio.to_thread(_remix, ctx)
-
-
-def _remix(ctx: StageContext) -> StageResult:
-    original = load_input(ctx, _request(ctx).upload_id)
-    bed = decode(ctx.object("separate", "accompaniment.wav")) if ctx.facts("separate")["separated"] else None
-    entries = ctx.facts("synthesize")["lines"]
-    clips = [decode(ctx.object("synthesize", f"line-{n:03d}.wav")) for n in range(len(entries))]
-    result, cut_s = remix(original, placements(entries, clips, original.num_samples), bed)
-    return StageResult(objects={"result.wav": _wav(result)}, facts={"cut_s": cut_s})
+def _load_upload(admission: Admission, upload_id: str) -> Audio:
+    try:
+        upload_info(admission.storage, upload_id)
+        return load_upload(admission.storage, upload_id, admission.settings)
+    except UploadNotFoundError as e:
+        raise AdmissionError(code="upload_not_found", message=str(e), status=404) from e
 
 
 # 7. store ----------------------------------------------------------------------------------------
 
 
-async def store_stage(ctx: StageContext) -> StageResult:
+async def store_stage(ctx: Ctx) -> StageResult:
+    """Publish the remix, the transcript (JSON and SRT) and the per-line report."""
     return await asyncio.to_thread(_store, ctx)
 
 
-def _store(ctx: StageContext) -> StageResult:
-    request = _request(ctx)
-    lines = _lines(ctx)
+def _store(ctx: Ctx) -> StageResult:
+    request, transcribed = ctx.request, ctx.output(Transcribed)
     srt_key = output_key(ctx.job.id, "transcript.srt")
-    ctx.storage.put_bytes(srt_key, lines_to_srt(lines).encode(), "application/x-subrip")
+    ctx.storage.put_bytes(srt_key, lines_to_srt(transcribed.lines).encode(), "application/x-subrip")
+    transcript = transcript_body(transcribed.lines, transcribed.language, transcribed.model)
     models = used_models(ctx)
     result = {
-        "audio": store_audio(ctx, "result", decode(ctx.object("remix", "result.wav")), request.format),
-        "transcript": store_json(ctx, "transcript", transcript_body(lines, ctx.facts("transcribe"))),
+        "audio": store_audio(ctx, "result", decode(ctx.object(Remixed, "result.wav")), request.format),
+        "transcript": store_json(ctx, "transcript", transcript),
         "subtitles": {"key": srt_key, "media_type": "application/x-subrip"},
         "report": store_json(ctx, "report", _report(ctx, models)),
         "metadata": {
-            "target_speaker": ctx.facts("diarize")["target"],
+            "target_speaker": ctx.output(Diarized).target,
             "voice": request.voice,
-            "lines_replaced": len(ctx.facts("synthesize")["lines"]),
+            "lines_replaced": len(ctx.output(Synthesized).lines),
             "models": models,
             "debug_weights": debug_weights(models),
         },
     }
-    return StageResult(facts={"result": result})
+    return StageResult(record=Stored(result=result))
 
 
-def used_models(ctx: StageContext) -> dict[str, dict[str, Any]]:
+def used_models(ctx: Ctx) -> dict[str, dict[str, Any]]:
     """Model id, revision and weights kind of every deployment the job called, by deployment name."""
-    models = {"Diarizer": ctx.facts("diarize")["model"], "ASR": ctx.facts("transcribe")["model"]}
-    models[ctx.facts("synthesize")["deployment"]] = ctx.facts("synthesize")["model"]
-    if ctx.facts("separate")["separated"]:
-        models["Separation"] = ctx.facts("separate")["model"]
+    diarized, transcribed = ctx.output(Diarized), ctx.output(Transcribed)
+    synthesized, separated = ctx.output(Synthesized), ctx.output(Separated)
+    models = {diarized.deployment: diarized.model, transcribed.deployment: transcribed.model}
+    models[synthesized.deployment] = synthesized.model
+    if separated.separated and separated.deployment is not None and separated.model is not None:
+        models[separated.deployment] = separated.model
     return models
 
 
-def _report(ctx: StageContext, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    request = _request(ctx)
+def _report(ctx: Ctx, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    entries, cuts = ctx.output(Synthesized).lines, ctx.output(Remixed).cut_s
     lines = [
-        {**entry, "cut_s": round(cut_s, 3)}
-        for entry, cut_s in zip(ctx.facts("synthesize")["lines"], ctx.facts("remix")["cut_s"], strict=True)
+        {**entry.model_dump(), "cut_s": round(cut_s, 3)} for entry, cut_s in zip(entries, cuts, strict=True)
     ]
     return {
-        "target_speaker": ctx.facts("diarize")["target"],
-        "voice": request.voice,
-        "separate": request.separate,
-        "analyzed": _source(ctx),
+        "target_speaker": ctx.output(Diarized).target,
+        "voice": ctx.request.voice,
+        "separate": ctx.request.separate,
+        "analyzed": analysed_source(ctx),
         "stretch_bounds": [MIN_RATE, MAX_RATE],
-        "duration_s": round(ctx.facts("decode")["duration_s"], 6),
+        "duration_s": round(ctx.output(Decoded).duration_s, 6),
         "lines": lines,
         "models": models,
         "debug_weights": debug_weights(models),
     }
 
 
-def _model(info: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: info.get(key) for key in MODEL_KEYS}
+# the kind ----------------------------------------------------------------------------------------
 
 
-def _separation_models(request: Mapping[str, Any]) -> Sequence[str]:
-    return ("Separation",) if request.get("separate") else ()
+def _separation(request: VoiceReplaceJobRequest, models: Models) -> Sequence[ModelClient]:
+    return (models.separation,) if request.separate else ()
 
 
-def _voice_models(request: Mapping[str, Any]) -> Sequence[str]:
-    return ("VoiceClone",) if VOICE_ID.match(str(request.get("voice", ""))) else ("TTS",)
+def _diarizer(request: VoiceReplaceJobRequest, models: Models) -> Sequence[ModelClient]:
+    return (models.diarizer,)
 
 
-VOICE_REPLACE_STAGES = (
-    Stage("decode", decode_stage),
-    Stage("separate", separate_stage, models=_separation_models),
-    Stage("diarize", diarize_stage, models=("Diarizer",)),
-    Stage("transcribe", transcribe_stage, models=("ASR",)),
-    Stage("synthesize", synthesize_stage, models=_voice_models),
-    Stage("remix", remix_stage),
-    Stage("store", store_stage),
+def _asr(request: VoiceReplaceJobRequest, models: Models) -> Sequence[ModelClient]:
+    return (models.asr,)
+
+
+def _voice(request: VoiceReplaceJobRequest, models: Models) -> Sequence[ModelClient]:
+    return (voice_client(request, models),)
+
+
+VOICE_REPLACE_STAGES: tuple[Stage[VoiceReplaceJobRequest], ...] = (
+    Stage("decode", decode_stage, output=Decoded),
+    Stage("separate", separate_stage, output=Separated, models=_separation),
+    Stage("diarize", diarize_stage, output=Diarized, models=_diarizer),
+    Stage("transcribe", transcribe_stage, output=Transcribed, models=_asr),
+    Stage("synthesize", synthesize_stage, output=Synthesized, models=_voice),
+    Stage("remix", remix_stage, output=Remixed),
+    Stage("store", store_stage, output=Stored),
+)
+
+VOICE_REPLACE_KIND = JobKind(
+    name=VOICE_REPLACE_JOB,
+    request=VoiceReplaceJobRequest,
+    stages=VOICE_REPLACE_STAGES,
+    admit=admit_voice_replace,
+    inputs=frozenset({"file", "upload_id", "url"}),
+    # 2: the stage records became typed (Diarized, Synthesized, … gained `deployment`), so checkpoints
+    # committed before cannot be restored into them.
+    version=2,
+    summary=SUMMARY,
 )

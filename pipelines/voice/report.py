@@ -11,27 +11,47 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from infra.audio import Audio
 from infra.dsp.remix import Placement
+from infra.dsp.time_fit import FittedLine
 from pipelines.voice.lines import Line
 
 
-def line_entry(
-    line: Line, natural: float, new: float, rate: float, overrun: float, overlap: float
-) -> dict[str, Any]:
-    """A line's report entry (times in seconds, rounded to ms) without its region."""
-    return {
-        "text": line.text,
-        "start": round(line.start, 3),
-        "end": round(line.end, 3),
-        "slot_start": round(line.slot_start, 3),
-        "slot_end": round(line.slot_end, 3),
-        "synthesized_s": round(natural, 3),
-        "new_duration_s": round(new, 3),
-        "stretch": round(rate, 4),
-        "overrun_s": round(overrun, 3),
-        "overlap_s": round(overlap, 3),
-    }
+class ReplacedLine(BaseModel):
+    """A replaced line's report entry (module docstring): times in seconds, rounded to ms."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str
+    start: float
+    end: float
+    slot_start: float
+    slot_end: float
+    synthesized_s: float
+    new_duration_s: float
+    stretch: float
+    overrun_s: float
+    overlap_s: float
+    region_samples: list[int]
+
+
+def replaced_line(line: Line, fitted: FittedLine, rate: int) -> ReplacedLine:
+    """The report entry of `line` re-spoken as `fitted`, its region at the input's `rate` Hz."""
+    return ReplacedLine(
+        text=line.text,
+        start=round(line.start, 3),
+        end=round(line.end, 3),
+        slot_start=round(line.slot_start, 3),
+        slot_end=round(line.slot_end, 3),
+        synthesized_s=round(fitted.natural_s, 3),
+        new_duration_s=round(fitted.duration_s, 3),
+        stretch=round(fitted.rate, 4),
+        overrun_s=round(fitted.overrun_s, 3),
+        overlap_s=round(fitted.overlap_s, 3),
+        region_samples=replaced_region(line, fitted.overrun_s - fitted.overlap_s, rate),
+    )
 
 
 def replaced_region(line: Line, overrun_s: float, rate: int) -> list[int]:
@@ -41,12 +61,13 @@ def replaced_region(line: Line, overrun_s: float, rate: int) -> list[int]:
     return [start, max(start + 1, round((line.slot_end + overrun_s) * rate))]
 
 
-def placements(entries: Sequence[Mapping[str, Any]], clips: Sequence[Audio], total: int) -> list[Placement]:
-    """One placement per entry (in time order); a region ends by the next one's start and by `total`."""
-    starts = [entry["region_samples"][0] for entry in entries] + [total]
+def placements(regions: Sequence[Sequence[int]], clips: Sequence[Audio], total: int) -> list[Placement]:
+    """One placement per region `[start, end)` (in time order); a region ends by the next one's start
+    and by `total`."""
+    starts = [region[0] for region in regions] + [total]
     return [
-        Placement(entry["region_samples"][0], min(entry["region_samples"][1], starts[i + 1]), clip)
-        for i, (entry, clip) in enumerate(zip(entries, clips, strict=True))
+        Placement(region[0], min(region[1], starts[i + 1]), clip)
+        for i, (region, clip) in enumerate(zip(regions, clips, strict=True))
     ]
 
 
@@ -55,10 +76,10 @@ def debug_weights(models: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return sorted(name for name, info in models.items() if str(info.get("weights", "")).startswith("debug"))
 
 
-def transcript_body(lines: Sequence[Line], transcription: Mapping[str, Any]) -> dict[str, Any]:
+def transcript_body(lines: Sequence[Line], language: str | None, model: Mapping[str, Any]) -> dict[str, Any]:
     """The transcript JSON: every speaker's lines, the language and the ASR model."""
     return {
-        "language": transcription["language"],
+        "language": language,
         "lines": [
             {
                 "speaker": line.speaker,
@@ -68,5 +89,5 @@ def transcript_body(lines: Sequence[Line], transcription: Mapping[str, Any]) -> 
             }
             for line in lines
         ],
-        "model": transcription["model"],
+        "model": dict(model),
     }

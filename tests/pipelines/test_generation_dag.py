@@ -1,5 +1,5 @@
 """The generation DAG (generate → quality/regenerate → master → spectrogram → store) through the real
-`StageRunner`, job store and embedded S3, with named test doubles standing in for the MusicGen deployment.
+`StageRunner`, job store and embedded S3, with in-process doubles of the generator clients.
 """
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -19,57 +18,54 @@ from infra.audio import Audio, decode, loudness_lufs
 from infra.dsp.mastering import true_peak_dbtp
 from infra.jobs import JobRecord, JobStore
 from infra.storage import Storage
-from models.types import GeneratedAudio, ModelInfo
-from pipelines.engine.stages import RetryPolicy, StageContext, StageRunner, job_result
-from pipelines.jobs.generation import GENERATION_STAGES, MUSIC_JOB, MusicJobRequest
-from pipelines.jobs.generation_dag import regeneration_seed
+from models.types import GeneratedAudio, ModelInfo, Sampling
+from pipelines.engine.clients import ModelCard, Models
+from pipelines.engine.kinds import JobKind
+from pipelines.engine.stages import RetryPolicy, StageContext, StageFailedError, StageRunner, job_result
+from pipelines.jobs.generation import MUSIC_KIND, SFX_KIND
+from pipelines.jobs.generation_post import Generated, QualityChecked, regeneration_seed
+from pipelines.jobs.generation_request import MusicJobRequest
+from tests.pipelines.test_stages import models_with
 
 SAMPLE_RATE = 32000
 DOUBLE_INFO = ModelInfo(model_id="test-double", revision=None, weights="debug-random")
 
 
-class RemoteMethod:
-    """`handle.method.remote(...)` returning an awaitable, as a Serve `DeploymentHandle` does."""
-
-    def __init__(self, fn: Callable[..., Awaitable[Any]]) -> None:
-        self.fn = fn
-
-    def remote(self, *args: Any) -> Awaitable[Any]:
-        return self.fn(*args)
-
-
 class ToneGenerator:
-    """Test double standing in for the MusicGen deployment handle: `generate.remote(prompt, duration_s,
-    seed, guidance_scale, top_k, temperature)` → `GeneratedAudio` (a seed-dependent tone), `info.remote()`.
-    Records the seed of every call."""
+    """Double of a text-to-audio client (`MusicClient.generate`, also standing in for AudioGen and Stable
+    Audio): a seed-dependent harmonic tone. Records the seed and the sampling settings of every call."""
 
     amplitude = 0.3
 
-    def __init__(self) -> None:
+    def __init__(self, deployment: str = "MusicGen") -> None:
+        self.deployment = deployment
         self.seeds: list[int] = []
-        self.generate = RemoteMethod(self._generate)
-        self.info = RemoteMethod(self._info)
+        self.samplings: list[Sampling] = []
 
-    async def _generate(
-        self, prompt: str, duration_s: float, seed: int, guidance: float, top_k: int, temperature: float
+    async def info(self) -> ModelCard:
+        return ModelCard(deployment=self.deployment, model=DOUBLE_INFO, sample_rate=SAMPLE_RATE)
+
+    async def generate(
+        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
     ) -> GeneratedAudio:
         self.seeds.append(seed)
+        self.samplings.append(sampling)
         t = np.arange(round(duration_s * SAMPLE_RATE)) / SAMPLE_RATE
         frequency = 220.0 + seed % 200
         wave = sum(self.amplitude / k * np.sin(2 * np.pi * k * frequency * t) for k in (1, 2, 3))
         samples = np.clip(wave, -1.0, 1.0)[None].astype(np.float32)
         return GeneratedAudio(Audio(samples, SAMPLE_RATE), seed, DOUBLE_INFO)
 
-    async def _info(self) -> dict[str, Any]:
-        return DOUBLE_INFO.as_dict()
+    async def continue_audio(self, **_: Any) -> GeneratedAudio:
+        raise AssertionError("no continuation here")
 
 
 class CleanGenerator(ToneGenerator):
-    """Stands in for the MusicGen deployment; every clip is a clean harmonic tone that passes the check."""
+    """Every clip is a clean harmonic tone that passes the check."""
 
 
 class ClippingGenerator(ToneGenerator):
-    """Stands in for the MusicGen deployment; every clip is overdriven and hard-clipped at full scale."""
+    """Every clip is overdriven and hard-clipped at full scale."""
 
     amplitude = 4.0
 
@@ -82,17 +78,27 @@ def jobs(storage: Storage) -> JobStore:
     return JobStore(storage)
 
 
-def claimed_job(jobs: JobStore, **request: Any) -> JobRecord:
-    body = MusicJobRequest(prompt="a test tone", duration_s=2.0, seed=11, **request).model_dump()
-    record, _ = jobs.create(MUSIC_JOB, body)
+def claimed_job(jobs: JobStore, kind: JobKind[Any] = MUSIC_KIND, **request: Any) -> JobRecord:
+    fields = {"prompt": "a test tone", "duration_s": 2.0, "seed": 11, **request}
+    record, _ = jobs.create(kind.name, kind.request.model_validate(fields).model_dump(mode="json"))
     claimed = jobs.claim(record.id, "test-runner", lease_s=60)
     assert claimed is not None
     return claimed
 
 
-def run(jobs: JobStore, job: JobRecord, generator: ToneGenerator) -> StageContext:
-    runner = StageRunner(jobs, job, handles={"MusicGen": generator}, retry=FAST_RETRY)
-    return asyncio.run(runner.run(GENERATION_STAGES))
+def run(
+    jobs: JobStore,
+    job: JobRecord,
+    generator: ToneGenerator,
+    kind: JobKind[Any] = MUSIC_KIND,
+    models: Models | None = None,
+) -> StageContext[Any]:
+    """Run `kind`'s stages as the runner does (the stored request validated again); by default
+    `generator` is the MusicGen client and every other client fails the test."""
+    request = kind.request.model_validate(job.request)
+    models = models or models_with(music=generator)
+    runner = StageRunner(jobs, job, request, models, retry=FAST_RETRY, version=kind.version)
+    return asyncio.run(runner.run(kind.stages))
 
 
 def test_clipping_generator_is_regenerated_twice_then_best_kept(jobs: JobStore, storage: Storage) -> None:
@@ -136,6 +142,7 @@ def test_clean_generator_is_not_regenerated(jobs: JobStore, storage: Storage) ->
     assert result["metadata"]["generation_seed"] == 11
     (quality_stage,) = [s for s in job_report(jobs.get(job.id), now=0.0).stages if s.name == "quality"]
     assert quality_stage.facts["regenerations"] == 0
+    assert generator.samplings == [Sampling()]  # the request's sampling settings, defaults stated once
 
 
 def test_outputs_audio_spectrogram_metadata(jobs: JobStore, storage: Storage) -> None:
@@ -195,3 +202,34 @@ def test_loop_crossfade_must_fit_the_duration() -> None:
     with pytest.raises(ValueError, match="at most half"):
         MusicJobRequest(prompt="x", duration_s=1.0, loopable=True, loop_crossfade_s=0.6)
     MusicJobRequest(prompt="x", duration_s=1.0, loopable=False, loop_crossfade_s=0.6)
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "family", "deployment"),
+    [
+        (MUSIC_KIND, "musicgen", "music", "MusicGen"),
+        (MUSIC_KIND, "stable-audio", "stable_audio", "StableAudio"),
+        (SFX_KIND, "audiogen", "sfx", "AudioGen"),
+        (SFX_KIND, "stable-audio", "stable_audio", "StableAudio"),
+    ],
+)
+def test_each_model_is_generated_by_its_client(
+    jobs: JobStore, kind: JobKind[Any], model: str, family: str, deployment: str
+) -> None:
+    generator = CleanGenerator(deployment)
+    sampling = Sampling(guidance_scale=5.0, steps=20, negative_prompt="hiss", top_k=50)
+    job = claimed_job(jobs, kind, model=model, **sampling.model_dump())
+    ctx = run(jobs, job, generator, kind, models_with(**{family: generator}))  # every other client fails
+    assert generator.seeds == [11] and generator.samplings == [sampling]
+    generated = ctx.output(Generated)
+    assert generated.model == DOUBLE_INFO and generated.seed == 11 and generated.conditioning is None
+    assert ctx.output(QualityChecked).passed
+    stages = jobs.get(job.id).stages
+    assert [s.models for s in stages[:2]] == [{deployment: DOUBLE_INFO.as_dict()}] * 2  # fingerprinted
+    assert job_result(ctx)["metadata"]["model"] == DOUBLE_INFO.as_dict()
+
+
+def test_a_request_without_a_fixed_seed_fails_generate(jobs: JobStore) -> None:
+    with pytest.raises(StageFailedError) as failed:
+        run(jobs, claimed_job(jobs, seed=None), CleanGenerator())
+    assert (failed.value.stage, failed.value.code) == ("generate", "invalid_input")

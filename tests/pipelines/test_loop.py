@@ -1,5 +1,6 @@
-"""Loop jobs without Ray: the loop point finder, the block renderer, the streaming encoder, and the
-`analyse → render` stages run by the real `StageRunner` against the embedded S3 server over HTTP.
+"""Loop jobs without Ray: the loop point finder, the block renderer, the streaming encoder, the
+`analyse → render` stages run by the real `StageRunner` against the embedded S3 server over HTTP, and
+`admit_loop`, the checks made before a loop job exists.
 
 Every clip is synthesised here: a 120 BPM groove (kick, snare, hi-hats, an arpeggio and a pad over
 Am then F, so the pattern repeats every two bars = 4 s), a click train, a steady tone.
@@ -24,16 +25,23 @@ from infra.audio_stream import NotStreamableFormatError, StreamEncodeError, enco
 from infra.dsp.loop_points import LoopPoints, SourceTooShortError, find_loop_points
 from infra.dsp.loop_render import render_blocks
 from infra.jobs import JobRecord, JobStatus, JobStore
+from infra.settings import Settings
 from infra.storage import Storage, output_key, upload_key
-from pipelines.engine.stages import RetryPolicy, StageContext, StageRunner
+from infra.uploads import store_upload
+from pipelines.engine.kinds import Admission, AdmissionError
+from pipelines.engine.stages import RetryPolicy, StageContext, StageRunner, job_result
 from pipelines.jobs.loop import (
     LOOP_JOB,
+    LOOP_KIND,
     LOOP_STAGES,
+    LoopAnalysed,
     LoopJobRequest,
     LoopSourceError,
+    admit_loop,
     job_audio_output,
     stream_loop,
 )
+from tests.pipelines.test_stages import models_with
 
 RATE = 22050
 CROSSFADE = round(0.05 * RATE)
@@ -216,20 +224,23 @@ def upload(storage: Storage, audio: Audio, upload_id: str = "ab" * 16) -> str:
     return upload_id
 
 
-def run_job(storage: Storage, request: LoopJobRequest) -> tuple[JobStore, JobRecord, StageContext]:
+def run_job(
+    storage: Storage, request: LoopJobRequest
+) -> tuple[JobStore, JobRecord, StageContext[LoopJobRequest]]:
     jobs = JobStore(storage)
-    record, _ = jobs.create(LOOP_JOB, request.model_dump())
+    record, _ = jobs.create(LOOP_JOB, request.model_dump(mode="json"))
     claimed = jobs.claim(record.id, "test-runner", lease_s=120)
     assert claimed is not None
-    ctx = asyncio.run(StageRunner(jobs, claimed, handles={}, retry=FAST_RETRY).run(LOOP_STAGES))
-    return jobs, claimed, ctx
+    stored = LoopJobRequest.model_validate(claimed.request)  # as the runner reads it
+    runner = StageRunner(jobs, claimed, stored, models_with(), retry=FAST_RETRY)
+    return jobs, claimed, asyncio.run(runner.run(LOOP_STAGES))
 
 
 def test_ten_minute_loop_job_of_a_five_second_clip(storage: Storage) -> None:
     clip = groove()
     request = LoopJobRequest(upload_id=upload(storage, clip), target_duration_s=600.0, format="flac")
     _, job, ctx = run_job(storage, request)
-    result = ctx.facts("render")["result"]
+    result = job_result(ctx)
     audio, loop = result["audio"], result["metadata"]["loop"]
     assert audio["key"] == output_key(job.id, "loop.flac") and audio["media_type"] == "audio/flac"
     body = storage.get_bytes(audio["key"])
@@ -246,12 +257,23 @@ def test_render_again_overwrites_the_same_key_with_the_same_bytes(storage: Stora
     clip = groove()
     request = LoopJobRequest(upload_id=upload(storage, clip), target_duration_s=30.0)
     _, _, ctx = run_job(storage, request)
-    entry = ctx.facts("render")["result"]["audio"]
-    loop = ctx.facts("analyse")["loop"]
-    points = LoopPoints(loop["start"], loop["end"], RATE, "beat", loop["beat_period_s"], loop["score"])
+    entry = job_result(ctx)["audio"]
+    loop = ctx.output(LoopAnalysed).loop
+    points = LoopPoints(loop.start, loop.end, RATE, "beat", loop.beat_period_s, loop.score)
+    assert loop.points() == points
     again = stream_loop(storage, entry["key"], clip, points, crossfade=CROSSFADE, total=30 * RATE, fmt="wav")
     assert (again.size, again.sha256) == (entry["bytes"], entry["sha256"])
     assert sha256_hex(storage.get_bytes(entry["key"])) == entry["sha256"]
+
+
+def test_a_resumed_loop_job_restores_its_analysis(storage: Storage) -> None:
+    request = LoopJobRequest(upload_id=upload(storage, groove()), target_duration_s=10.0)
+    jobs, job, ctx = run_job(storage, request)
+    again = jobs.update(job.id, lambda r: setattr(r, "attempt", r.attempt + 1))
+    restored = asyncio.run(StageRunner(jobs, again, request, models_with()).run(LOOP_STAGES))
+    assert restored.output(LoopAnalysed) == ctx.output(LoopAnalysed)
+    assert job_result(restored) == job_result(ctx)
+    assert [s.attempt for s in jobs.get(job.id).stages] == [job.attempt] * 2  # nothing recomputed
 
 
 def succeeded_job(storage: Storage, result: dict[str, object]) -> JobRecord:
@@ -274,7 +296,7 @@ def test_loop_of_a_finished_jobs_audio_output(storage: Storage) -> None:
         ),
     )
     _, _, ctx = run_job(storage, LoopJobRequest(job_id=source.id, target_duration_s=20.0, format="ogg"))
-    result = ctx.facts("render")["result"]
+    result = job_result(ctx)
     assert result["metadata"]["source"]["job_id"] == source.id
     assert result["metadata"]["source"]["weights"] == "debug-random"
     assert decode(storage.get_bytes(result["audio"]["key"])).num_samples == 20 * RATE
@@ -299,14 +321,94 @@ def test_job_audio_output_picks_and_rejects() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        {"upload_id": "ab" * 16, "target_duration_s": 36000.5},
-        {"upload_id": "ab" * 16, "target_duration_s": 60, "format": "mp3"},
         {"upload_id": "ab" * 16, "job_id": "cd" * 16, "target_duration_s": 60},
         {"target_duration_s": 60},
-        {"upload_id": "ab" * 16, "output": "audio", "target_duration_s": 60},
+        {"upload_id": "ab" * 16, "target_duration_s": 0},
         {"upload_id": "ab" * 16, "target_duration_s": 60, "crossfade_s": 5},
+        {"job_id": "cd" * 16, "output": "no/slash", "target_duration_s": 60},
+        {"upload_id": "ab" * 16, "target_duration_s": 60, "format": "aiff"},
     ],
 )
 def test_invalid_loop_requests(fields: dict[str, object]) -> None:
     with pytest.raises(pydantic.ValidationError):
         LoopJobRequest.model_validate(fields)
+
+
+# Admission ---------------------------------------------------------------------------------------
+
+
+def admit(storage: Storage, settings: Settings, **fields: object) -> LoopJobRequest:
+    admission = Admission(storage=storage, jobs=JobStore(storage), settings=settings, models=models_with())
+    return asyncio.run(admit_loop(LoopJobRequest.model_validate(fields), admission))
+
+
+def refusal(storage: Storage, settings: Settings, **fields: object) -> AdmissionError:
+    with pytest.raises(AdmissionError) as refused:
+        admit(storage, settings, **fields)
+    return refused.value
+
+
+def stored_upload(storage: Storage, settings: Settings, seconds: float) -> str:
+    return store_upload(storage, encode(groove(seconds), "wav"), "groove.wav", settings).upload_id
+
+
+def source_job(storage: Storage, duration_s: float = 5.0) -> JobRecord:
+    """A succeeded job with one audio output, `audio`, lasting `duration_s` (nothing stored)."""
+    record = succeeded_job(storage, {})
+    entry = {"key": output_key(record.id, "audio.wav"), "media_type": "audio/wav", "duration_s": duration_s}
+    return JobStore(storage).update(record.id, lambda r: setattr(r, "result", {"audio": entry}))
+
+
+def test_admit_is_the_loop_kinds_admission() -> None:
+    assert LOOP_KIND.admit is admit_loop and LOOP_KIND.other_sources == ("job_id",)
+    assert LOOP_KIND.inputs == frozenset({"file", "upload_id"})
+
+
+def test_admit_keeps_an_upload_request_and_resolves_a_jobs_output(
+    storage: Storage, settings: Settings
+) -> None:
+    upload_id = stored_upload(storage, settings, 3.0)
+    request = admit(storage, settings, upload_id=upload_id, target_duration_s=60, format="flac")
+    assert request == LoopJobRequest(upload_id=upload_id, target_duration_s=60, format="flac")
+    source = source_job(storage)
+    admitted = admit(storage, settings, job_id=source.id, target_duration_s=60)
+    assert (admitted.job_id, admitted.output) == (source.id, "audio")
+
+
+def test_admit_refuses_targets_past_ten_hours_and_formats_that_cannot_stream(
+    storage: Storage, settings: Settings
+) -> None:
+    upload_id = stored_upload(storage, settings, 3.0)
+    too_long = refusal(storage, settings, upload_id=upload_id, target_duration_s=36000.5)
+    assert (too_long.status, too_long.code) == (422, "duration_too_long")
+    assert str(too_long) == "target_duration_s 36000.5 exceeds the limit of 36000 s (10 h)"
+    mp3 = refusal(storage, settings, upload_id=upload_id, target_duration_s=60, format="mp3")
+    assert (mp3.status, mp3.code) == (422, "format_not_streamable") and "mp3" in str(mp3)
+
+
+def test_admit_refuses_bad_uploads(storage: Storage, settings: Settings) -> None:
+    unknown = refusal(storage, settings, upload_id="ef" * 16, target_duration_s=60)
+    assert (unknown.status, unknown.code) == (404, "upload_not_found")
+    short = refusal(storage, settings, upload_id=stored_upload(storage, settings, 1.5), target_duration_s=60)
+    assert (short.status, short.code) == (422, "source_too_short")
+    assert str(short) == "the source lasts 1.5 s; a loop needs at least 2 s"
+    upload_id = stored_upload(storage, settings, 3.0)
+    output = refusal(storage, settings, upload_id=upload_id, output="audio", target_duration_s=60)
+    assert (output.status, output.code) == (422, "invalid_request")
+    assert str(output) == "`output` names an audio result of `job_id`; send no `output`"
+
+
+def test_admit_refuses_bad_source_jobs(storage: Storage, settings: Settings) -> None:
+    unknown = refusal(storage, settings, job_id="cd" * 16, target_duration_s=60)
+    assert (unknown.status, unknown.code) == (404, "source_job_not_found")
+    queued, _ = JobStore(storage).create("music", {"prompt": "x"})
+    running = refusal(storage, settings, job_id=queued.id, target_duration_s=60)
+    assert (running.status, running.code) == (409, "source_job_not_succeeded")
+    source = source_job(storage)
+    other = refusal(storage, settings, job_id=source.id, output="vocals", target_duration_s=60)
+    assert (other.status, other.code) == (422, "unknown_output")
+    silent = succeeded_job(storage, {"metadata": {}})
+    no_audio = refusal(storage, settings, job_id=silent.id, target_duration_s=60)
+    assert (no_audio.status, no_audio.code) == (422, "source_has_no_audio")
+    short = refusal(storage, settings, job_id=source_job(storage, 0.5).id, target_duration_s=60)
+    assert (short.status, short.code) == (422, "source_too_short")

@@ -1,4 +1,4 @@
-"""Audio inputs at the HTTP edge: validate uploads before anything else sees them, store and reload them.
+"""Uploads in the object store: validate an audio file, keep it as sent, describe and reload it.
 
 Every input is decoded and validated here (container, size, duration, empty, NaN/Inf), so a corrupt
 file never reaches a model. Uploads are kept as sent under `uploads/{id}/source` with `upload.json`.
@@ -12,16 +12,23 @@ import time
 
 from pydantic import BaseModel
 
-from deployments.http.errors import ApiError
 from infra import audio as audio_io
-from infra.audio import Audio, AudioError
+from infra.audio import Audio
 from infra.settings import Settings
 from infra.storage import InvalidKeyPartError, ObjectNotFoundError, Storage, upload_key
 
-_STATUS = {
-    audio_io.AudioTooLargeError: 413,
-    audio_io.UnsupportedAudioFormatError: 415,
-}
+
+class UploadNotFoundError(KeyError):
+    """No upload with this id (or the id is malformed)."""
+
+    code = "upload_not_found"
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id)
+        self.message = f"no upload with id {upload_id!r}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class UploadInfo(BaseModel):
@@ -34,19 +41,11 @@ class UploadInfo(BaseModel):
     created_at: float
 
 
-def audio_api_error(error: AudioError) -> ApiError:
-    """The 4xx an invalid audio input maps to: 413 too large, 415 bad container, else 422."""
-    return ApiError(_STATUS.get(type(error), 422), error.code, str(error))
-
-
 def decode_input(data: bytes, settings: Settings) -> Audio:
-    """Decode and validate request audio against the configured limits; 4xx `ApiError` if invalid."""
-    try:
-        return audio_io.decode(
-            data, max_duration_s=settings.max_input_duration_s, max_bytes=settings.max_upload_bytes
-        )
-    except AudioError as e:
-        raise audio_api_error(e) from e
+    """Decode and validate audio against the configured limits; a typed `AudioError` if invalid."""
+    return audio_io.decode(
+        data, max_duration_s=settings.max_input_duration_s, max_bytes=settings.max_upload_bytes
+    )
 
 
 def store_upload(storage: Storage, data: bytes, filename: str | None, settings: Settings) -> UploadInfo:
@@ -67,18 +66,20 @@ def store_upload(storage: Storage, data: bytes, filename: str | None, settings: 
     return info
 
 
-def load_upload(storage: Storage, upload_id: str, settings: Settings) -> Audio:
-    """The audio of an earlier upload; 404 `ApiError` if there is none."""
+def load_upload(storage: Storage, upload_id: str, settings: Settings | None = None) -> Audio:
+    """The audio of an earlier upload (validated against `settings`' limits, or the store's own);
+    `UploadNotFoundError` if there is none."""
     try:
         data = storage.get_bytes(upload_key(upload_id, "source"))
     except (ObjectNotFoundError, InvalidKeyPartError):
-        raise ApiError(404, "upload_not_found", f"no upload with id {upload_id!r}") from None
-    return decode_input(data, settings)
+        raise UploadNotFoundError(upload_id) from None
+    return decode_input(data, settings or storage.settings)
 
 
 def upload_info(storage: Storage, upload_id: str) -> UploadInfo:
+    """The description written when the upload was stored; `UploadNotFoundError` if there is none."""
     try:
         body = storage.get_bytes(upload_key(upload_id, "upload.json"))
     except (ObjectNotFoundError, InvalidKeyPartError):
-        raise ApiError(404, "upload_not_found", f"no upload with id {upload_id!r}") from None
+        raise UploadNotFoundError(upload_id) from None
     return UploadInfo.model_validate(json.loads(body))

@@ -1,0 +1,158 @@
+"""The jobs router, derived from the job-kind registry: submit any kind, then get, report, cancel, list.
+
+`POST /v1/jobs/{kind}` takes the kind's request model as a JSON body, or, for kinds with audio inputs,
+as a multipart form whose fields are the model's fields (plus `file` / `url`, which become an upload).
+The request is validated once here, `admit`ted (checks that need the store or the models), and stored
+in the job record; the runner validates the stored request again with the same model.
+"""
+
+import asyncio
+import inspect
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from deployments.http.errors import ApiError
+from deployments.http.inputs import stored_input
+from deployments.http.schemas import JobList, JobReport, JobView, job_report, job_view
+from deployments.http.services import Authorized, Services, Svc
+from infra.jobs import IdempotencyConflictError, JobFinishedError, JobNotFoundError, JobRecord, JobStatus
+from infra.storage import InvalidKeyPartError
+from pipelines.engine.kinds import JobKind
+from pipelines.engine.registry import JOB_KINDS
+
+JOB_ID = "^[0-9a-f]{32}$"
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+router = APIRouter(tags=["jobs"], dependencies=[Authorized])
+
+
+async def submit(
+    svc: Services, kind: JobKind[Any], body: BaseModel, key: str | None, request: Request
+) -> JSONResponse:
+    """Admit, create (idempotently) and dispatch a job: 202 when created, 200 for a known key."""
+    admitted = await kind.admit(body, svc.admission)
+    payload = admitted.model_dump(mode="json")
+    try:
+        record, created = await asyncio.to_thread(svc.jobs.create, kind.name, payload, key)
+    except IdempotencyConflictError as e:
+        raise ApiError(409, "idempotency_conflict", str(e)) from e
+    if created:
+        svc.dispatch(record.id)
+    view = job_view(record, svc.storage, str(request.base_url))
+    return JSONResponse(status_code=202 if created else 200, content=view.model_dump(mode="json"))
+
+
+def _json_route(kind: JobKind[Any]) -> Any:
+    async def submit_json(
+        body: Any, request: Request, svc: Svc, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        return await submit(svc, kind, body, idempotency_key, request)
+
+    submit_json.__annotations__["body"] = kind.request
+    return submit_json
+
+
+def _form_route(kind: JobKind[Any]) -> Any:
+    """An endpoint whose signature lists the request model's fields as form fields (for the docs and
+    FastAPI's parsing), plus the audio inputs the kind accepts."""
+    fields = kind.request.model_fields
+
+    async def submit_form(request: Request, svc: Svc, **form: Any) -> JSONResponse:
+        key = form.pop("idempotency_key", None)
+        file, url = form.pop("file", None), form.pop("url", None)
+        given: dict[str, Any] = {"file": file, "upload_id": form.get("upload_id"), "url": url}
+        sources = {name: value for name, value in given.items() if name in set(kind.inputs)}
+        sources |= {name: form.get(name) for name in kind.other_sources}
+        if sum(v is not None for v in sources.values()) != 1:
+            raise ApiError(
+                422, "input_required", f"send exactly one of {', '.join(f'`{s}`' for s in sources)}"
+            )
+        if file is not None or url is not None or form.get("upload_id") is not None:
+            form["upload_id"] = await stored_input(svc, file, form.get("upload_id"), url)
+        try:
+            body = kind.request.model_validate({k: v for k, v in form.items() if v is not None})
+        except ValidationError as e:
+            raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from e
+        return await submit(svc, kind, body, key, request)
+
+    params = [
+        inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+        inspect.Parameter("svc", inspect.Parameter.KEYWORD_ONLY, annotation=Svc),
+    ]
+    if "file" in kind.inputs:
+        params.append(_param("file", UploadFile | None, File(None, description="An audio file.")))
+    if "url" in kind.inputs:
+        params.append(_param("url", str | None, Form(None, max_length=4096, description="An http(s) URL.")))
+    for name, info in fields.items():
+        if name == "upload_id":  # the upload may come as `file` or `url` instead
+            default = None
+        else:
+            default = ... if info.is_required() else info.get_default(call_default_factory=True)
+        params.append(_param(name, info.annotation, Form(default, description=info.description)))
+    params.append(_param("idempotency_key", str | None, Header(None, max_length=255)))
+    submit_form.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return submit_form
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+for _kind in JOB_KINDS.values():
+    router.add_api_route(
+        f"/v1/jobs/{_kind.name}",
+        _form_route(_kind) if _kind.inputs else _json_route(_kind),
+        methods=["POST"],
+        status_code=202,
+        summary=f"Submit a {_kind.name} job",
+        description=_kind.summary,
+        name=f"submit_{_kind.name.replace('-', '_')}",
+    )
+
+
+async def load_job(svc: Services, job_id: str) -> JobRecord:
+    try:
+        return await asyncio.to_thread(svc.jobs.get, job_id)
+    except (JobNotFoundError, InvalidKeyPartError):
+        raise ApiError(404, "job_not_found", f"no job with id {job_id!r}") from None
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(job_id: str, request: Request, svc: Svc) -> JobView:
+    """Status, progress, stage, error, and the result with presigned URLs once it succeeded."""
+    return job_view(await load_job(svc, job_id), svc.storage, str(request.base_url))
+
+
+@router.get("/v1/jobs/{job_id}/report")
+async def get_job_report(job_id: str, svc: Svc) -> JobReport:
+    """Per-stage timings, peak memory, retries, fan-out segments, checkpoint sizes, the weights each
+    model ran with, and the failure (stage, error, attempt) if the job failed."""
+    return job_report(await load_job(svc, job_id), svc.jobs.clock())
+
+
+@router.delete("/v1/jobs/{job_id}", status_code=202)
+async def cancel_job(job_id: str, request: Request, svc: Svc) -> JobView:
+    """Cancel: a queued job stops at once, a running one at its next stage boundary."""
+    await load_job(svc, job_id)
+    try:
+        record = await asyncio.to_thread(svc.jobs.request_cancel, job_id)
+    except JobFinishedError as e:
+        raise ApiError(409, "job_finished", str(e)) from e
+    return job_view(record, svc.storage, str(request.base_url))
+
+
+@router.get("/v1/jobs")
+async def list_jobs(
+    request: Request,
+    svc: Svc,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(pattern=JOB_ID)] = None,
+) -> JobList:
+    """Newest first. Page with `after=<last id>`."""
+    records = await asyncio.to_thread(svc.jobs.list_records, status, limit, after)
+    views = [job_view(r, svc.storage, str(request.base_url)) for r in records]
+    return JobList(jobs=views, next_after=views[-1].id if len(views) == limit else None)

@@ -1,0 +1,32 @@
+"""Service routes: liveness (`/healthz`) and the model deployments' status (`/v1/models`)."""
+
+import asyncio
+
+from fastapi import APIRouter
+from ray import serve
+
+from deployments.http.errors import ApiError
+from deployments.http.schemas import ModelsView
+from deployments.http.services import Authorized, Svc
+from infra.storage import StorageError
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/healthz")
+async def healthz(svc: Svc) -> dict[str, str]:
+    """Liveness of the ingress and its object store."""
+    try:
+        await asyncio.to_thread(svc.storage.ping)
+    except StorageError as e:
+        raise ApiError(503, "storage_unavailable", str(e)) from e
+    return {"status": "ok"}
+
+
+@router.get("/v1/models", dependencies=[Authorized])
+async def list_models(svc: Svc) -> ModelsView:
+    """Each model deployment: model id, revision, weights kind, device, replica states."""
+    cards = [await client.info() for client in svc.models.all()]
+    status = await asyncio.to_thread(serve.status)
+    deployments = status.applications[serve.get_replica_context().app_name].deployments
+    return ModelsView.build({card.deployment: card.as_dict() for card in cards}, deployments)

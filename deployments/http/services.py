@@ -1,0 +1,73 @@
+"""What every router reaches through FastAPI dependencies: settings, stores, model clients, the runner.
+
+The ingress builds one `Services` per replica and puts it on `app.state`; routes ask for it with
+`Depends(services)` instead of being methods of the ingress class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from deployments.http.errors import ApiError
+from infra.jobs import JobStore
+from infra.settings import Settings
+from infra.storage import Storage
+from pipelines.engine.clients import Models
+from pipelines.engine.kinds import Admission
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """One ingress replica's view of the system. `runner` is the JobRunner's handle (`submit(job_id)`)."""
+
+    settings: Settings
+    storage: Storage
+    jobs: JobStore
+    models: Models
+    runner: Any
+    _dispatches: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def admission(self) -> Admission:
+        return Admission(storage=self.storage, jobs=self.jobs, settings=self.settings, models=self.models)
+
+    def dispatch(self, job_id: str) -> None:
+        """Hand the job to a runner without waiting; runners' sweeps pick it up if this call is lost."""
+
+        async def send() -> None:
+            try:
+                await self.runner.submit.remote(job_id)
+            except Exception:
+                logger.warning("dispatch failed; a runner sweep will claim it", extra={"job_id": job_id})
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._dispatches.add(task)
+        task.add_done_callback(self._dispatches.discard)
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+Svc = Annotated[Services, Depends(services)]
+
+
+def require_api_key(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> None:
+    """If `SOUNDSTAGE_API_KEYS` is set, `/v1` wants `Authorization: Bearer <key>`."""
+    keys = svc.settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or token not in keys:
+        raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
+
+
+Authorized = Depends(require_api_key)
