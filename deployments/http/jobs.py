@@ -70,8 +70,8 @@ def _form_route(kind: JobKind[Any]) -> Any:
             raise ApiError(
                 422, "input_required", f"send exactly one of {', '.join(f'`{s}`' for s in sources)}"
             )
-        if file is not None or url is not None or form.get("upload_id") is not None:
-            form["upload_id"] = await stored_input(svc, file, form.get("upload_id"), url)
+        if file is not None or url is not None:  # a given `upload_id` is checked by the kind's admit()
+            form["upload_id"] = await stored_input(svc, file, None, url)
         try:
             body = kind.request.model_validate({k: v for k, v in form.items() if v is not None})
         except ValidationError as e:
