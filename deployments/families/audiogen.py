@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.families.client import DeploymentClient
+from deployments.families.client import TextToAudioDeploymentClient
 from deployments.families.music import DelayedCodebookGenerator
-from models.types import GeneratedAudio, Sampling
 
 
 @serve.deployment(
@@ -24,13 +23,5 @@ class AudioGenDeployment(DelayedCodebookGenerator):
         self.model = self.load_model(AudioGen.from_pretrained, model_uri, device)
 
 
-class AudioGenClient(DeploymentClient):
+class AudioGenClient(TextToAudioDeploymentClient):
     """Typed client of `AudioGenDeployment` (a `TextToAudioClient`)."""
-
-    async def generate(
-        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
-    ) -> GeneratedAudio:
-        result: GeneratedAudio = await self._handle.generate.remote(
-            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
-        )
-        return result

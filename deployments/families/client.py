@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.types import GeneratedAudio, Sampling
 from pipelines.engine.clients import ModelCard
 
 
@@ -21,3 +22,16 @@ class DeploymentClient:
 
     async def info(self) -> ModelCard:
         return ModelCard.from_info(self._deployment, await self._handle.info.remote())
+
+
+class TextToAudioDeploymentClient(DeploymentClient):
+    """Client of a deployment whose `generate(prompt, duration_s, seed, sampling)` makes one clip
+    (MusicGen, AudioGen, Stable Audio): a `TextToAudioClient`."""
+
+    async def generate(
+        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
+    ) -> GeneratedAudio:
+        result: GeneratedAudio = await self._handle.generate.remote(
+            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
+        )
+        return result

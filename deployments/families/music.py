@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.families.client import DeploymentClient
+from deployments.families.client import TextToAudioDeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from models.types import GeneratedAudio, Sampling
@@ -140,16 +140,8 @@ class MusicGenDeployment(DelayedCodebookGenerator):
         return result
 
 
-class MusicGenClient(DeploymentClient):
+class MusicGenClient(TextToAudioDeploymentClient):
     """Typed client of `MusicGenDeployment` (satisfies `pipelines.engine.clients.MusicClient`)."""
-
-    async def generate(
-        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
-    ) -> GeneratedAudio:
-        result: GeneratedAudio = await self._handle.generate.remote(
-            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
-        )
-        return result
 
     async def continue_audio(
         self, *, clip: Audio, prompt: str, duration_s: float, seed: int, sampling: Sampling

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.families.client import DeploymentClient
+from deployments.families.client import TextToAudioDeploymentClient
 from deployments.families.model_host import ModelHost
 from models.types import GeneratedAudio, Sampling
 
@@ -52,13 +52,5 @@ class StableAudioDeployment(ModelHost):
         return GeneratedAudio(audio=audio, seed=seed, model=self.model.info)
 
 
-class StableAudioClient(DeploymentClient):
+class StableAudioClient(TextToAudioDeploymentClient):
     """Typed client of `StableAudioDeployment` (a `TextToAudioClient`)."""
-
-    async def generate(
-        self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling
-    ) -> GeneratedAudio:
-        result: GeneratedAudio = await self._handle.generate.remote(
-            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
-        )
-        return result

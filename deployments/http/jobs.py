@@ -64,7 +64,7 @@ def _form_route(kind: JobKind[Any]) -> Any:
         key = form.pop("idempotency_key", None)
         file, url = form.pop("file", None), form.pop("url", None)
         given: dict[str, Any] = {"file": file, "upload_id": form.get("upload_id"), "url": url}
-        sources = {name: value for name, value in given.items() if name in set(kind.inputs)}
+        sources: dict[str, Any] = {name: value for name, value in given.items() if name in kind.inputs}
         sources |= {name: form.get(name) for name in kind.other_sources}
         if sum(v is not None for v in sources.values()) != 1:
             raise ApiError(
