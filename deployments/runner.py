@@ -1,9 +1,15 @@
 """The JobRunner deployment: claims jobs by lease, heartbeats them, runs their pipeline, re-claims orphans.
 
 Jobs reach a runner two ways: the ingress calls `submit(job_id)` right after creating the job, and
-every replica sweeps the active-job index every `job_reclaim_interval_s`, claiming queued jobs nobody
-took and running jobs whose lease expired (their runner died). Claims are compare-and-swap writes, so
-exactly one runner wins; the winner's attempt number fences every later write.
+every replica sweeps the active-job index every `job_reclaim_interval_s` (oldest job first), claiming
+queued jobs nobody took and running jobs whose lease expired (their runner died). Claims are
+compare-and-swap writes, so exactly one runner wins; the winner's attempt number fences every later write.
+
+Work and leases do not share threads: stages run their blocking calls on the replica's work pool
+(`runner_threads`), while claims, renewals and sweeps use a small pool of their own, so a busy replica
+still renews its leases. The heartbeat also sees a cancel request and cancels the running stage, which
+cancels its in-flight model calls. A draining replica (downscaling, shutdown) stops claiming and hands
+its leases back, so another replica resumes the jobs at once.
 """
 
 from __future__ import annotations
@@ -12,25 +18,29 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from ray import exceptions as ray_exceptions
 from ray import serve
 
-from infra.jobs import JobError, JobRecord, JobStatus, JobStore, StaleAttemptError
+from infra.jobs import JobError, JobNotFoundError, JobRecord, JobStatus, JobStore, StaleAttemptError
 from infra.settings import Settings, load_settings
-from infra.storage import Storage, StorageError
+from infra.storage import Storage, TransientStorageError
 from pipelines.engine.clients import Models
+from pipelines.engine.kinds import JobKind
 from pipelines.engine.registry import JOB_KINDS
 from pipelines.engine.stages import JobCancelledError, RetryPolicy, StageFailedError, StageRunner, job_result
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _TRANSIENT = (
     TimeoutError,
     ConnectionError,
-    StorageError,
+    TransientStorageError,
     ray_exceptions.RayActorError,
     ray_exceptions.ActorUnavailableError,
     ray_exceptions.ObjectLostError,
@@ -38,10 +48,11 @@ _TRANSIENT = (
     serve.exceptions.BackPressureError,
     serve.exceptions.DeploymentUnavailableError,
 )
+_STALE_MARKER_S = 600.0  # an active marker whose record never appeared is dropped after this long
 
 
 def is_transient(error: BaseException) -> bool:
-    """Worth retrying: a replica died or was busy, a call timed out, S3 had a fault."""
+    """Worth retrying: a replica died or was busy, a call timed out, S3 was unreachable or had a fault."""
     return isinstance(error, _TRANSIENT)
 
 
@@ -60,13 +71,17 @@ class JobRunner:
         self.owner = f"{_replica_name()}/{uuid.uuid4().hex[:8]}"
         self.retry = RetryPolicy(is_transient=is_transient)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._draining = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._work_pool = ThreadPoolExecutor(self.settings.runner_threads, thread_name_prefix="job-work")
+        self._lease_pool = ThreadPoolExecutor(2, thread_name_prefix="job-lease")
         with contextlib.suppress(RuntimeError):  # no running loop: started by the first call instead
             self._ensure_sweeper()
 
     async def submit(self, job_id: str) -> bool:
         """Claim and run `job_id`, returning when it ends (so ongoing requests = jobs in flight, which
-        drives autoscaling). False at once if it is not claimable or this replica is full."""
+        drives autoscaling). False at once if it is not claimable, this replica is full or draining."""
         self._ensure_sweeper()
         task = await self._try_start(job_id)
         if task is None:
@@ -78,14 +93,46 @@ class JobRunner:
         return sorted(self._running)
 
     async def check_health(self) -> None:
+        """The replica's own health: its sweeper runs and its event loop answers. The store is not
+        pinged: an S3 outage must not restart every runner and lose its in-flight work."""
         self._ensure_sweeper()
         if self._sweeper is not None and self._sweeper.done():
             raise RuntimeError(f"job sweeper stopped: {self._sweeper.exception()!r}")
-        await asyncio.to_thread(self.jobs.storage.ping)
+
+    def __del__(self) -> Coroutine[Any, Any, list[str]] | None:
+        """Graceful shutdown (downscaling, redeploy): Serve calls this and awaits the coroutine, which
+        stops claiming and hands every lease back. Garbage collection of a drained (or never started)
+        runner gets None: there is nothing left to hand back."""
+        if getattr(self, "_draining", True):
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return self.drain()
+
+    async def drain(self) -> list[str]:
+        """Stop claiming, stop the running jobs and release their leases (fenced); returns their ids."""
+        self._draining = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        handed = list(self._running.items())
+        for _, task in handed:
+            task.cancel()
+        for _, task in handed:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        return [job_id for job_id, _ in handed]
 
     def _ensure_sweeper(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        if self._sweeper is None and not self._draining:
+            loop = asyncio.get_running_loop()
+            loop.set_default_executor(self._work_pool)  # stages' asyncio.to_thread calls run here
+            self._sweeper = loop.create_task(self._sweep_forever())
+
+    async def _leased(self, call: Callable[[], T]) -> T:
+        """A claim, renewal or sweep read, on the lease pool (never queued behind stage work)."""
+        return await asyncio.get_running_loop().run_in_executor(self._lease_pool, call)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -96,26 +143,45 @@ class JobRunner:
             await asyncio.sleep(self.settings.job_reclaim_interval_s)
 
     async def _sweep_once(self) -> None:
-        for job_id in await asyncio.to_thread(self.jobs.active_ids):
-            if len(self._running) >= self.settings.job_max_concurrent:
+        """Claim what is claimable, oldest job first; one bad index entry never stops the sweep."""
+        for job_id in await self._leased(self.jobs.active_ids):
+            if self._draining or len(self._running) >= self.settings.job_max_concurrent:
                 return
-            if job_id not in self._running:
+            try:
                 await self._try_start(job_id)
+            except JobNotFoundError:
+                await self._drop_stale(job_id)
+            except Exception:
+                logger.exception("could not claim a job; skipping it this sweep", extra={"job_id": job_id})
 
     async def _try_start(self, job_id: str) -> asyncio.Task[None] | None:
-        if job_id in self._running or len(self._running) >= self.settings.job_max_concurrent:
+        if (
+            self._draining
+            or job_id in self._running
+            or len(self._running) >= self.settings.job_max_concurrent
+        ):
             return None
-        record = await asyncio.to_thread(self.jobs.get, job_id)
+        record = await self._leased(lambda: self.jobs.get(job_id))
+        if record.status.finished:
+            await self._drop_stale(job_id)
+            return None
         if not record.claimable(self.jobs.clock()):
             return None
-        claimed = await asyncio.to_thread(self.jobs.claim, job_id, self.owner, self.settings.job_lease_s)
+        claimed = await self._leased(lambda: self.jobs.claim(job_id, self.owner, self.settings.job_lease_s))
         if claimed is None:
             return None
         logger.info("job claimed", extra={"job_id": job_id, "attempt": claimed.attempt, "owner": self.owner})
         task = asyncio.get_running_loop().create_task(self._execute(claimed))
         self._running[job_id] = task
-        task.add_done_callback(lambda _: self._running.pop(job_id, None))
+        task.add_done_callback(lambda _: self._forget(job_id))
         return task
+
+    async def _drop_stale(self, job_id: str) -> None:
+        await self._leased(lambda: self.jobs.drop_stale_marker(job_id, _STALE_MARKER_S))
+
+    def _forget(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+        self._cancelled.discard(job_id)
 
     async def _execute(self, job: JobRecord) -> None:
         work = asyncio.get_running_loop().create_task(self._run_pipeline(job))
@@ -123,7 +189,10 @@ class JobRunner:
         try:
             await work
         except asyncio.CancelledError:
-            logger.warning("job superseded; stopped", extra={"job_id": job.id, "attempt": job.attempt})
+            if self._draining:
+                await self._hand_back(job)
+            else:
+                logger.warning("job superseded; stopped", extra={"job_id": job.id, "attempt": job.attempt})
         except StaleAttemptError:
             logger.warning("job taken over by another runner", extra={"job_id": job.id})
         except Exception:
@@ -133,16 +202,35 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
+    async def _hand_back(self, job: JobRecord) -> None:
+        """Release the lease of a job this draining replica stops (another replica resumes it)."""
+
+        def release(record: JobRecord) -> None:
+            record.lease_owner = None
+            record.lease_expires_at = self.jobs.clock()
+
+        with contextlib.suppress(StaleAttemptError, JobNotFoundError):
+            await self._leased(lambda: self.jobs.update(job.id, release, attempt=job.attempt))
+            logger.info("lease handed back", extra={"job_id": job.id, "attempt": job.attempt})
+
     async def _heartbeat(self, job: JobRecord, work: asyncio.Task[None]) -> None:
+        """Renew the lease; stop the work when the job was taken over or its cancel was requested."""
         while not work.done():
             await asyncio.sleep(self.settings.job_heartbeat_s)
             try:
-                await asyncio.to_thread(self.jobs.renew, job.id, job.attempt, self.settings.job_lease_s)
+                record = await self._leased(
+                    lambda: self.jobs.renew(job.id, job.attempt, self.settings.job_lease_s)
+                )
             except StaleAttemptError:
                 work.cancel()
                 return
             except Exception:
                 logger.exception("lease renewal failed", extra={"job_id": job.id})
+                continue
+            if record.cancel_requested and job.id not in self._cancelled:
+                logger.info("cancel requested; stopping the running stage", extra={"job_id": job.id})
+                self._cancelled.add(job.id)
+                work.cancel()
 
     async def _run_pipeline(self, job: JobRecord) -> None:
         kind = JOB_KINDS.get(job.kind)
@@ -155,24 +243,50 @@ class JobRunner:
             message = f"the stored request is not a valid {job.kind} request: {e.error_count()} errors"
             await self._finish(job, JobStatus.FAILED, error=JobError(code="invalid_request", message=message))
             return
-        runner = StageRunner(self.jobs, job, request, self.models, retry=self.retry, version=kind.version)
+        runner = self._stage_runner(kind, job, request)
         try:
-            ctx = await runner.run(kind.stages)
+            async with asyncio.timeout(kind.timeout_s or self.settings.job_timeout_s):
+                ctx = await runner.run(kind.stages)
         except JobCancelledError:
+            await self._finish(job, JobStatus.CANCELLED)
+        except asyncio.CancelledError:
+            runner.ctx.cancelled.set()  # threaded work of the stage stops at its next block
+            if job.id not in self._cancelled:
+                raise  # superseded or draining: another attempt carries on
             await self._finish(job, JobStatus.CANCELLED)
         except StageFailedError as e:
             error = JobError(code=e.code, message=e.message, stage=e.stage, attempt=job.attempt)
             await self._finish(job, JobStatus.FAILED, error=error)
-        except (StaleAttemptError, asyncio.CancelledError):
+        except StaleAttemptError:
+            runner.ctx.cancelled.set()
             raise
+        except TimeoutError:
+            runner.ctx.cancelled.set()
+            limit = kind.timeout_s or self.settings.job_timeout_s
+            message = f"the job exceeded its deadline of {limit:g} s in stage {runner.job.stage!r}"
+            error = JobError(
+                code="deadline_exceeded", message=message, stage=runner.job.stage, attempt=job.attempt
+            )
+            await self._finish(job, JobStatus.FAILED, error=error)
         except Exception as e:
             logger.exception("job failed on a runner fault", extra={"job_id": job.id})
             error = JobError(
-                code="internal_error", message=repr(e), stage=runner.job.stage, attempt=job.attempt
+                code="internal_error", message=repr(e)[:500], stage=runner.job.stage, attempt=job.attempt
             )
             await self._finish(job, JobStatus.FAILED, error=error)
         else:
             await self._finish(job, JobStatus.SUCCEEDED, result=job_result(ctx))
+
+    def _stage_runner(self, kind: JobKind[Any], job: JobRecord, request: Any) -> StageRunner[Any]:
+        return StageRunner(
+            self.jobs,
+            job,
+            request,
+            self.models,
+            retry=self.retry,
+            version=kind.version,
+            stage_timeout_s=kind.stage_timeout_s,
+        )
 
     async def _finish(
         self,
@@ -181,7 +295,7 @@ class JobRunner:
         result: dict[str, Any] | None = None,
         error: JobError | None = None,
     ) -> None:
-        await asyncio.to_thread(self.jobs.finish, job.id, job.attempt, status, result=result, error=error)
+        await self._leased(lambda: self.jobs.finish(job.id, job.attempt, status, result=result, error=error))
         logger.info("job finished", extra={"job_id": job.id, "status": status.value, "attempt": job.attempt})
 
 

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -25,7 +25,10 @@ from infra.storage import (
     active_job_key,
     check_id,
     job_key,
+    retrying,
 )
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +137,11 @@ def new_job_id(now: float | None = None) -> str:
     return f"{_MAX_MS - ms:012x}{secrets.token_hex(10)}"
 
 
+def job_created_at(job_id: str) -> float:
+    """When `job_id` was made (seconds since the epoch), read back from its first 12 hex digits."""
+    return (_MAX_MS - int(check_id(job_id)[:12], 16)) / 1000
+
+
 def request_hash(kind: str, request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([kind, request], sort_keys=True).encode()).hexdigest()
 
@@ -149,6 +157,10 @@ class JobStore:
         self.storage = storage
         self.clock = clock
 
+    def _s3(self, call: Callable[[], T]) -> T:
+        """Every record read and write rides out a store outage of up to `s3_outage_tolerance_s`."""
+        return retrying(call, self.storage.settings.s3_outage_tolerance_s)
+
     # Creation and reads -------------------------------------------------------------------------
 
     def create(
@@ -163,16 +175,20 @@ class JobStore:
         record = JobRecord(
             id=job_id, kind=kind, request=request, request_hash=digest, created_at=now, updated_at=now
         )
+        # The active marker first: every record that exists is then reachable by the runners' sweep,
+        # whatever happens between the two writes (a marker without a record is skipped by the sweep).
+        self._s3(lambda: self.storage.put_bytes(active_job_key(job_id), job_id.encode(), "text/plain"))
         try:
-            self.storage.create(job_key(job_id), _encode(record))
+            self._s3(lambda: self.storage.create(job_key(job_id), _encode(record)))
         except PreconditionFailedError:
             existing = self.get(job_id)
             if existing.request_hash != digest:
                 raise IdempotencyConflictError(
                     f"Idempotency-Key already used for job {job_id} with a different request"
                 ) from None
+            if existing.status.finished:  # the marker written above must not outlive the job
+                self._s3(lambda: self.storage.delete(active_job_key(job_id)))
             return existing, False
-        self.storage.put_bytes(active_job_key(job_id), job_id.encode(), "text/plain")
         logger.info("job created", extra={"job_id": job_id, "kind": kind})
         return record, True
 
@@ -180,17 +196,17 @@ class JobStore:
         """Map the key to a job id once (create-only); a crash between this and the record is harmless."""
         marker = f"index/idempotency/{hashlib.sha256(f'{kind}:{key}'.encode()).hexdigest()}"
         try:
-            self.storage.create(marker, job_id.encode(), "text/plain")
+            self._s3(lambda: self.storage.create(marker, job_id.encode(), "text/plain"))
             return job_id
         except PreconditionFailedError:
-            return check_id(self.storage.get_bytes(marker).decode())
+            return check_id(self._s3(lambda: self.storage.get_bytes(marker)).decode())
 
     def get(self, job_id: str) -> JobRecord:
         return self._read(job_id)[0]
 
     def _read(self, job_id: str) -> tuple[JobRecord, str]:
         try:
-            stored = self.storage.get(job_key(job_id))
+            stored = self._s3(lambda: self.storage.get(job_key(job_id)))
         except ObjectNotFoundError:
             raise JobNotFoundError(job_id) from None
         return JobRecord.model_validate_json(stored.body), stored.etag
@@ -217,8 +233,24 @@ class JobStore:
         return found
 
     def active_ids(self) -> list[str]:
-        """Ids of jobs not yet finished (queued or running), from the active index."""
-        return [key.rsplit("/", 1)[1] for key in self.storage.list_keys("index/active/")]
+        """Ids of jobs not yet finished (queued or running), from the active index, oldest first (ids
+        sort newest-first), so that a backlog is worked off in arrival order and no job starves."""
+        keys = self._s3(lambda: list(self.storage.list_keys("index/active/")))
+        return [key.rsplit("/", 1)[1] for key in reversed(keys)]
+
+    def drop_stale_marker(self, job_id: str, older_than_s: float) -> bool:
+        """Delete the active marker of `job_id` if its record is missing and the id is older than
+        `older_than_s` (a creation that died between marker and record), or if the job has finished."""
+        try:
+            record = self.get(job_id)
+        except JobNotFoundError:
+            if self.clock() - job_created_at(job_id) < older_than_s:
+                return False
+        else:
+            if not record.status.finished:
+                return False
+        self._s3(lambda: self.storage.delete(active_job_key(job_id)))
+        return True
 
     # Compare-and-swap updates -------------------------------------------------------------------
 
@@ -235,12 +267,14 @@ class JobStore:
                 raise StaleAttemptError(f"job {job_id}: attempt {attempt} superseded by {record.attempt}")
             mutate(record)
             record.updated_at = self.clock()
+            body = _encode(record)
             try:
-                self.storage.replace(job_key(job_id), _encode(record), etag)
+                # A write that timed out but landed makes its retry lose the race: read and try again.
+                self._s3(lambda: self.storage.replace(job_key(job_id), body, etag))  # noqa: B023
             except PreconditionFailedError:
                 continue
             if record.status.finished:
-                self.storage.delete(active_job_key(job_id))
+                self._s3(lambda: self.storage.delete(active_job_key(job_id)))
             return record
         raise RuntimeError(f"job {job_id}: gave up after {_CAS_TRIES} conflicting updates")
 

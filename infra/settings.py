@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +36,14 @@ class Settings(BaseSettings):
     s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     multipart_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_connect_timeout_s: float = Field(default=5.0, gt=0, description="Connect timeout of one S3 request.")
+    s3_read_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout of one S3 request.")
+    s3_outage_tolerance_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long job-record and checkpoint writes keep retrying a store that is unreachable or "
+        "answering 5xx (exponential backoff with jitter) before the error counts.",
+    )
 
     # Models.
     model_cache_dir: Path = Path.home() / ".cache" / "soundstage" / "models"
@@ -54,17 +63,52 @@ class Settings(BaseSettings):
         default=False,
         description="Let `url` inputs reach loopback, private or link-local addresses (SSRF guard off).",
     )
+    # Audio limits checked from a file's header before it is decoded (a decompression bomb is refused
+    # before allocation): 3600 s of 48 kHz stereo is 345,600,000 samples (1.4 GB as float32).
+    max_sample_rate: int = Field(default=192_000, ge=8000, description="Highest input sample rate (Hz).")
+    max_channels: int = Field(default=8, ge=1, description="Most channels in an input.")
+    max_decoded_samples: int = Field(
+        default=345_600_000, ge=1, description="Most decoded samples (frames x channels) in one input."
+    )
+    # Tenancy (infra/tenancy.py): entries `<tenant>:<sha256 hex of the key>` or a bare digest.
+    api_key_hashes: list[str] = Field(default_factory=list, description="Tenants' keys, SHA-256 hex digests.")
+    admin_key_hashes: list[str] = Field(
+        default_factory=list, description="Keys that see every tenant's jobs, uploads and voices (digests)."
+    )
+    url_allowed_ports: list[int] = Field(
+        default_factory=lambda: [80, 443],
+        description="Ports a `url` input may name while the SSRF guard is on (JSON list, e.g. [443]).",
+    )
 
     # Jobs.
     job_lease_s: float = Field(default=30.0, ge=1.0)
     job_reclaim_interval_s: float = Field(default=5.0, gt=0)
     job_max_concurrent: int = Field(default=4, ge=1, description="Jobs one runner replica runs at once.")
+    job_timeout_s: float = Field(
+        default=6 * 3600.0, gt=0, description="A job's deadline (all attempts' work)."
+    )
+    job_stage_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Default deadline of one stage (a job kind may set its own)."
+    )
+    model_call_timeout_s: float = Field(default=900.0, gt=0, description="Deadline of one model call.")
+    runner_threads: int = Field(
+        default=32, ge=4, description="Worker threads of a runner replica (S3 calls, codecs, renders)."
+    )
 
     @field_validator("s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("api_key_hashes", "admin_key_hashes")
+    @classmethod
+    def _key_hash_entries(cls, value: list[str]) -> list[str]:
+        pattern = re.compile(r"^(?:[a-z0-9][a-z0-9_.-]{0,62}:)?[0-9a-f]{64}$")
+        for entry in value:
+            if not pattern.match(entry.strip().lower()):
+                raise ValueError("each entry is `<tenant>:<sha256 hex>` or `<sha256 hex>` (64 hex digits)")
         return value
 
     @model_validator(mode="after")

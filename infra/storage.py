@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import boto3
+import tenacity
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -22,8 +28,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+T = TypeVar("T")
+MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"}
+
+
 class StorageError(RuntimeError):
-    """An S3 call failed for a reason other than the ones below (server fault, network)."""
+    """An S3 call failed for a reason other than the ones below (a refused request)."""
+
+
+class TransientStorageError(StorageError):
+    """The store was unreachable, timed out or answered 5xx/throttling: worth retrying later."""
 
 
 class ObjectNotFoundError(StorageError):
@@ -89,14 +104,17 @@ class StoredObject:
 
 
 def make_client(settings: Settings, endpoint_url: str | None = None) -> S3Client:
-    """A boto3 S3 client set up for S3-compatible servers (checksums only when required)."""
+    """A boto3 S3 client set up for S3-compatible servers (checksums only when required), with bounded
+    connect/read timeouts; botocore's own retries stay short, `retrying` covers longer outages."""
     config = Config(
         region_name=settings.s3_region,
         signature_version="s3v4",
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3={"addressing_style": settings.s3_addressing_style},
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=settings.s3_connect_timeout_s,
+        read_timeout=settings.s3_read_timeout_s,
     )
     secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
     return boto3.client(
@@ -112,13 +130,41 @@ def _error_code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
-def _translate(e: ClientError, key: str) -> StorageError:
+def _translate(e: ClientError | BotoCoreError, key: str) -> StorageError:
+    """The typed error for a failed S3 call: not found, lost race, transient (retry) or refused."""
+    if isinstance(e, BotoCoreError):  # connection refused/reset, DNS, connect or read timeout
+        return TransientStorageError(f"S3 endpoint unreachable on {key!r}: {type(e).__name__}")
     code = _error_code(e)
     if code in ("NoSuchKey", "404", "NotFound"):
         return ObjectNotFoundError(f"no object at {key!r}")
     if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
         return PreconditionFailedError(f"conditional write to {key!r} failed ({code})")
+    status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in _TRANSIENT_CODES or status >= 500:
+        return TransientStorageError(f"S3 error on {key!r}: {code or status}")
     return StorageError(f"S3 error on {key!r}: {code} {e}")
+
+
+def retrying(call: Callable[[], T], tolerance_s: float) -> T:
+    """`call()`, retried on `TransientStorageError` with exponential backoff and full jitter for up to
+    `tolerance_s` seconds (then the last error is raised). Other errors are raised at once."""
+    retry = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientStorageError),
+        wait=tenacity.wait_random_exponential(multiplier=0.25, max=8.0),
+        stop=tenacity.stop_after_delay(tolerance_s),
+        reraise=True,
+    )
+    return retry(call)
+
+
+def part_size_for(expected_bytes: int | None, minimum: int) -> int:
+    """Multipart part size: `minimum`, or larger (whole MiB) so `expected_bytes` fits in 10,000 parts
+    with room to spare (S3's limit; a 110 GB output needs parts of ~12 MiB)."""
+    if not expected_bytes:
+        return minimum
+    mib = 1024 * 1024
+    needed = math.ceil(expected_bytes * 1.25 / MAX_PARTS)
+    return max(minimum, math.ceil(needed / mib) * mib)
 
 
 class Storage:
@@ -142,10 +188,8 @@ class Storage:
         """Raise `StorageError` unless the bucket is reachable."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, self.bucket) from e
-        except BotoCoreError as e:
-            raise StorageError(f"S3 endpoint unreachable: {e}") from e
 
     def put_bytes(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> str:
         """Write `body` at `key` unconditionally; return the new ETag."""
@@ -164,7 +208,7 @@ class Storage:
             response = self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **conditions
             )
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, key) from e
         return str(response["ETag"])
 
@@ -172,7 +216,7 @@ class Storage:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             body = response["Body"].read()
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, key) from e
         return StoredObject(key=key, etag=str(response["ETag"]), body=body)
 
@@ -182,7 +226,7 @@ class Storage:
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             error = _translate(e, key)
             if isinstance(error, ObjectNotFoundError):
                 return False
@@ -192,7 +236,7 @@ class Storage:
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, key) from e
 
     def list_prefixes(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
@@ -205,7 +249,7 @@ class Storage:
             for page in paginator.paginate(**options):
                 for item in page.get("CommonPrefixes", []):
                     yield item["Prefix"]
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, prefix) from e
 
     def list_keys(self, prefix: str) -> Iterator[str]:
@@ -215,18 +259,29 @@ class Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     yield item["Key"]
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, prefix) from e
 
     def upload_stream(
-        self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        content_type: str = "application/octet-stream",
+        expected_bytes: int | None = None,
     ) -> int:
-        """Stream `chunks` into `key` with a multipart upload, holding at most one part in memory.
+        """Stream `chunks` into `key` with a multipart upload, holding at most one part in memory. Parts
+        grow with `expected_bytes` (the caller's estimate) so long outputs stay within 10,000 parts.
 
-        Returns the number of bytes written. The upload is aborted if anything fails.
+        Returns the number of bytes written. The upload is aborted if anything fails; S3 errors are
+        raised typed (`StorageError` and its subclasses).
         """
-        part_size = self.settings.multipart_chunk_bytes
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
+        part_size = part_size_for(expected_bytes, self.settings.multipart_chunk_bytes)
+        try:
+            upload = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type
+            )
+        except (ClientError, BotoCoreError) as e:
+            raise _translate(e, key) from e
         upload_id = upload["UploadId"]
         try:
             parts, total = self._upload_parts(key, upload_id, chunks, part_size)
@@ -235,10 +290,20 @@ class Storage:
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
+        except (ClientError, BotoCoreError) as e:
+            self._abort(key, upload_id)
+            raise _translate(e, key) from e
         except BaseException:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            self._abort(key, upload_id)
             raise
         return total
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; if even that fails, the bucket's lifecycle rule cleans it up."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            logger.warning("could not abort multipart upload", extra={"key": key, "upload_id": upload_id})
 
     def _upload_parts(
         self, key: str, upload_id: str, chunks: Iterable[bytes], part_size: int
@@ -250,6 +315,8 @@ class Storage:
             buffer.extend(chunk)
             total += len(chunk)
             while len(buffer) >= part_size:
+                if len(parts) + 1 >= MAX_PARTS:
+                    raise StorageError(f"{key!r} needs more than {MAX_PARTS} parts of {part_size} bytes")
                 parts.append(self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer[:part_size])))
                 del buffer[:part_size]
         if buffer:
@@ -264,19 +331,24 @@ class Storage:
 
     def upload_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
         """Upload a local file (boto3 switches to multipart for large files)."""
-        self.client.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+        try:
+            self.client.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+        except (ClientError, BotoCoreError) as e:
+            raise _translate(e, key) from e
+        except S3UploadFailedError as e:  # boto3's transfer manager wraps the cause in its message
+            raise TransientStorageError(f"upload of {key!r} failed: {type(e).__name__}") from e
 
     def download_file(self, key: str, path: Path) -> None:
         try:
             self.client.download_file(self.bucket, key, str(path))
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, key) from e
 
     def open_stream(self, key: str) -> IO[bytes]:
         """A file-like streaming body for `key` (read it in chunks; close it when done)."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _translate(e, key) from e
         return response["Body"]  # type: ignore[return-value]
 

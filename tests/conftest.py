@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded S3 server over real HTTP, and one real local Ray cluster with the app.
+"""Shared fixtures: the embedded S3 store (SeaweedFS) over real HTTP, and one real local Ray cluster with
+the app.
 
 The Ray cluster is started with three *logical* GPUs (`num_gpus=3`), so the fractional GPU shares
 of serve_config.yaml (0.25 for MusicGen, MusicGenMelody, AudioGen, ASR, Separation, VoiceClone; 0.5 for
@@ -35,9 +36,9 @@ TEST_ENV = {
 
 
 @pytest.fixture(scope="session")
-def s3() -> Iterator[EmbeddedS3]:
-    """moto's S3 server in a child process on 127.0.0.1, bucket created."""
-    server = EmbeddedS3(Settings()).start()
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    """SeaweedFS (`weed mini`) in a child process on 127.0.0.1, data in a temp dir, bucket created."""
+    server = EmbeddedS3(Settings(), data_dir=tmp_path_factory.mktemp("seaweedfs")).start()
     yield server
     server.stop()
 

@@ -99,7 +99,7 @@ class ASRClient(DeploymentClient):
     async def transcribe(
         self, *, audio: Audio, language: str | None = None, word_timestamps: bool = False
     ) -> Transcript:
-        transcript: Transcript = await self._handle.transcribe.remote(
-            audio=audio, language=language, word_timestamps=word_timestamps
+        transcript: Transcript = await self._call(
+            "transcribe", audio=audio, language=language, word_timestamps=word_timestamps
         )
         return transcript

@@ -40,5 +40,5 @@ class DiarizerClient(DeploymentClient):
     """Typed client of `DiarizerDeployment`."""
 
     async def diarize(self, *, audio: Audio, num_speakers: int | None = None) -> list[Turn]:
-        turns: list[Turn] = await self._handle.diarize.remote(audio=audio, num_speakers=num_speakers)
+        turns: list[Turn] = await self._call("diarize", audio=audio, num_speakers=num_speakers)
         return turns

@@ -146,7 +146,12 @@ class MusicGenClient(TextToAudioDeploymentClient):
     async def continue_audio(
         self, *, clip: Audio, prompt: str, duration_s: float, seed: int, sampling: Sampling
     ) -> GeneratedAudio:
-        result: GeneratedAudio = await self._handle.continue_audio.remote(
-            prompt_audio=clip, prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling
+        result: GeneratedAudio = await self._call(
+            "continue_audio",
+            prompt_audio=clip,
+            prompt=prompt,
+            duration_s=duration_s,
+            seed=seed,
+            sampling=sampling,
         )
         return result

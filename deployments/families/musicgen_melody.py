@@ -70,7 +70,7 @@ class MusicGenMelodyClient(DeploymentClient):
     async def generate(
         self, *, prompt: str, duration_s: float, seed: int, sampling: Sampling, melody: Audio
     ) -> GeneratedAudio:
-        result: GeneratedAudio = await self._handle.generate.remote(
-            prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling, melody=melody
+        result: GeneratedAudio = await self._call(
+            "generate", prompt=prompt, duration_s=duration_s, seed=seed, sampling=sampling, melody=melody
         )
         return result

@@ -53,13 +53,13 @@ class PitchClient(DeploymentClient):
     async def detect(
         self, *, audio: Audio, fmin_hz: float, fmax_hz: float, confidence_threshold: float
     ) -> PitchContour:
-        contour: PitchContour = await self._handle.detect.remote(
-            audio=audio, fmin_hz=fmin_hz, fmax_hz=fmax_hz, confidence_threshold=confidence_threshold
+        contour: PitchContour = await self._call(
+            "detect", audio=audio, fmin_hz=fmin_hz, fmax_hz=fmax_hz, confidence_threshold=confidence_threshold
         )
         return contour
 
     async def shift(self, *, audio: Audio, semitones: float, preserve_formants: bool) -> Audio:
-        shifted: Audio = await self._handle.shift.remote(
-            audio=audio, semitones=semitones, preserve_formants=preserve_formants
+        shifted: Audio = await self._call(
+            "shift", audio=audio, semitones=semitones, preserve_formants=preserve_formants
         )
         return shifted

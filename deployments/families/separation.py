@@ -39,5 +39,5 @@ class SeparationClient(DeploymentClient):
     """Typed client of `SeparationDeployment`."""
 
     async def separate(self, *, audio: Audio) -> dict[str, Audio]:
-        stems: dict[str, Audio] = await self._handle.separate.remote(audio=audio)
+        stems: dict[str, Audio] = await self._call("separate", audio=audio)
         return stems

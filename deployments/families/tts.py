@@ -42,9 +42,9 @@ class TTSClient(DeploymentClient):
     """Typed client of `TTSDeployment`."""
 
     async def synthesize(self, *, text: str, voice: str, speed: float = 1.0) -> Audio:
-        audio: Audio = await self._handle.synthesize.remote(text=text, voice=voice, speed=speed)
+        audio: Audio = await self._call("synthesize", text=text, voice=voice, speed=speed)
         return audio
 
     async def voices(self) -> list[str]:
-        names: list[str] = await self._handle.voices.remote()
+        names: list[str] = await self._call("voices")
         return names

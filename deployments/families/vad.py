@@ -56,7 +56,8 @@ class VADClient(DeploymentClient):
         min_silence_s: float = 0.3,
         pad_s: float = 0.05,
     ) -> list[SpeechRegion]:
-        regions: list[SpeechRegion] = await self._handle.detect.remote(
+        regions: list[SpeechRegion] = await self._call(
+            "detect",
             audio=audio,
             threshold=threshold,
             min_speech_s=min_speech_s,

@@ -35,5 +35,5 @@ class VoiceCloneClient(DeploymentClient):
     """Typed client of `VoiceCloneDeployment`."""
 
     async def synthesize(self, *, text: str, reference: VoiceReference) -> Audio:
-        audio: Audio = await self._handle.synthesize.remote(text=text, reference=reference)
+        audio: Audio = await self._call("synthesize", text=text, reference=reference)
         return audio

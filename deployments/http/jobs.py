@@ -39,7 +39,7 @@ async def submit(
         record, created = await asyncio.to_thread(svc.jobs.create, kind.name, payload, key)
     except IdempotencyConflictError as e:
         raise ApiError(409, "idempotency_conflict", str(e)) from e
-    if created:
+    if created or record.status is JobStatus.QUEUED:  # a resubmission re-sends a job nobody took yet
         svc.dispatch(record.id)
     view = job_view(record, svc.storage, str(request.base_url))
     return JSONResponse(status_code=202 if created else 200, content=view.model_dump(mode="json"))

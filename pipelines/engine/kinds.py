@@ -64,4 +64,6 @@ class JobKind(Generic[R]):
     inputs: frozenset[InputKind] = frozenset()
     other_sources: tuple[str, ...] = ()
     version: int = 1
+    stage_timeout_s: float | None = None  # None: settings.job_stage_timeout_s
+    timeout_s: float | None = None  # None: settings.job_timeout_s
     summary: str = ""

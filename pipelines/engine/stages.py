@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import resource
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord
-from infra.storage import ObjectNotFoundError, Storage, check_name, stage_prefix
+from infra.storage import ObjectNotFoundError, Storage, check_name, retrying, stage_prefix
 from pipelines.engine.clients import ModelClient, Models
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ SEGMENT_REPORT_INTERVAL_S = 0.5  # at most two job-record writes a second for fa
 
 
 class JobCancelledError(Exception):
-    """The job's cancel flag was seen between stages."""
+    """The job's cancel flag was seen (between stages, or by threaded work at its next block)."""
 
 
 class StageFailedError(Exception):
@@ -84,6 +85,13 @@ class StageContext(Generic[R]):
     segments_done: int = 0
     segments_total: int = 0
     retried_errors: list[str] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def check_cancelled(self) -> None:
+        """For work in threads (renders, long loops): raise `JobCancelledError` once the job is cancelled
+        or superseded, so the thread stops at its next block instead of running on unseen."""
+        if self.cancelled.is_set():
+            raise JobCancelledError(self.job.id)
 
     def output(self, kind: type[Out]) -> Out:
         """The committed record of the earlier stage whose output type is `kind`."""
@@ -205,11 +213,13 @@ class StageRunner(Generic[R]):
         models: Models,
         retry: RetryPolicy | None = None,
         version: int = 1,
+        stage_timeout_s: float | None = None,
     ) -> None:
         self.jobs = jobs
         self.job = job
         self.attempt = job.attempt
         self.version = version
+        self.stage_timeout_s = stage_timeout_s or jobs.storage.settings.job_stage_timeout_s
         self.retry = retry or RetryPolicy()
         self.ctx = StageContext(
             job=job, request=request, models=models, storage=jobs.storage, retry=self.retry
@@ -251,14 +261,21 @@ class StageRunner(Generic[R]):
 
         self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
 
+    def _s3(self, call: Callable[[], T]) -> T:
+        """Checkpoint reads and writes ride out a store outage of up to `s3_outage_tolerance_s`."""
+        return retrying(call, self.jobs.storage.settings.s3_outage_tolerance_s)
+
     def _restore(self, index: int, stage: Stage[R], expected: str) -> StageResult | None:
         """The committed output of stage `index` if its fingerprint matches and its objects verify."""
         name = stage.name
         record = next((r for r in self.job.stages if r.index == index), None)
         if record is None or record.name != name or record.fingerprint != expected:
             return None
+        storage = self.jobs.storage
         try:
-            objects = {n: self.jobs.storage.get_bytes(record.prefix + n) for n in record.objects}
+            objects = {
+                n: self._s3(functools.partial(storage.get_bytes, record.prefix + n)) for n in record.objects
+            }
         except ObjectNotFoundError:
             return None
         if any(sha256(body) != record.objects[n] for n, body in objects.items()):
@@ -300,13 +317,20 @@ class StageRunner(Generic[R]):
     async def _run_with_retries(self, stage: Stage[R]) -> tuple[StageResult, list[str]]:
         """The stage's result and the transient errors retried on the way (whole stage or one segment)."""
         errors: list[str] = []
+        ends_at = asyncio.get_running_loop().time() + self.stage_timeout_s  # one deadline for all tries
         for retry in range(self.retry.tries):
             self.ctx.segments_done = self.ctx.segments_total = 0
             self.ctx.retried_errors = []
+            deadline = asyncio.timeout_at(ends_at)
             try:
-                result = await stage.run(self.ctx)
+                async with deadline:
+                    result = await stage.run(self.ctx)
                 return result, errors + self.ctx.retried_errors
             except Exception as e:
+                if isinstance(e, TimeoutError) and deadline.expired():
+                    self.ctx.cancelled.set()  # threaded work of the stage stops at its next block
+                    message = f"stage {stage.name!r} exceeded its deadline of {self.stage_timeout_s:g} s"
+                    raise StageFailedError(stage.name, "deadline_exceeded", message) from e
                 errors += self.ctx.retried_errors
                 if not self.retry.is_transient(e):
                     raise StageFailedError(stage.name, _error_code(e), str(e)) from e
@@ -335,9 +359,11 @@ class StageRunner(Generic[R]):
 
     def _commit(self, record: StageRecord, result: StageResult, progress: float) -> None:
         """Objects first, then the manifest, then the (fenced) job record."""
+        storage = self.jobs.storage
         for name, body in result.objects.items():
-            self.jobs.storage.put_bytes(record.prefix + name, body)
-        self.jobs.storage.put_bytes(record.manifest_key, record.model_dump_json(indent=1).encode())
+            self._s3(functools.partial(storage.put_bytes, record.prefix + name, body))
+        manifest = record.model_dump_json(indent=1).encode()
+        self._s3(lambda: storage.put_bytes(record.manifest_key, manifest))
 
         def add(job: JobRecord) -> None:
             job.stages = [s for s in job.stages if s.index != record.index] + [record]

@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +40,7 @@ from pipelines.jobs.separation import UPLOAD_ID, admit_upload
 LOOP_JOB = "loop"
 MAX_TARGET_S = 36000.0
 MIN_SOURCE_S = 2.0
+T = TypeVar("T")
 _OUTPUT_NAME = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _SOURCE_STATUS = {"source_job_not_succeeded": 409}
 
@@ -254,6 +255,7 @@ def _render(ctx: StageContext[LoopJobRequest]) -> Stored:
         crossfade=analysed.crossfade,
         total=total,
         fmt=request.format,
+        check_cancelled=ctx.check_cancelled,
     )
     entry = {
         "key": key,
@@ -302,16 +304,30 @@ def stream_loop(
     total: int,
     fmt: AudioFormat,
     block_frames: int = BLOCK_FRAMES,
+    check_cancelled: Callable[[], None] = lambda: None,
 ) -> StreamDigest:
-    """Render, encode and upload the loop in one pass; the multipart upload is aborted on any failure."""
+    """Render, encode and upload the loop in one pass; the multipart upload is aborted on any failure,
+    including `check_cancelled` raising between blocks (a cancelled or superseded job)."""
     blocks = render_blocks(audio, points, crossfade=crossfade, total=total, block_frames=block_frames)
     encoded = encode_stream(
-        blocks, sample_rate=audio.sample_rate, channels=audio.channels, total_frames=total, fmt=fmt
+        _checked(blocks, check_cancelled),
+        sample_rate=audio.sample_rate,
+        channels=audio.channels,
+        total_frames=total,
+        fmt=fmt,
     )
     digest = StreamDigest()
-    written = storage.upload_stream(key, digest.tap(encoded), MEDIA_TYPES[fmt])
+    # Parts grow with the output: 32-bit float samples bound every format's size from above.
+    expected = total * audio.channels * 4
+    written = storage.upload_stream(key, digest.tap(encoded), MEDIA_TYPES[fmt], expected_bytes=expected)
     assert written == digest.size
     return digest
+
+
+def _checked(blocks: Iterable[T], check: Callable[[], None]) -> Iterator[T]:
+    for block in blocks:
+        check()
+        yield block
 
 
 LOOP_STAGES: tuple[Stage[LoopJobRequest], ...] = (
