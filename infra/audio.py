@@ -6,8 +6,9 @@ Pure numpy + soundfile + soxr + pyloudnorm, so `models/` may import it (ARCHITEC
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,7 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 
+Block = npt.NDArray[np.float32]  # decoded samples [C, n]
 AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
 AUDIO_FORMATS: tuple[AudioFormat, ...] = ("wav", "flac", "mp3", "ogg")
 MEDIA_TYPES: dict[AudioFormat, str] = {
@@ -33,6 +35,13 @@ _DECODABLE_CONTAINERS = {"WAV", "WAVEX", "FLAC", "OGG", "MP3", "AIFF"}
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command id (sndfile.h)
 # The loudness gate of BS.1770 needs at least one 400 ms block.
 _MIN_LOUDNESS_SECONDS = 0.4
+# Limits every decode checks from the header, before any sample is decoded (defaults: `AudioLimits`).
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
+# Frames decoded per block: validation runs block by block, so a bad sample stops the decode early and
+# no full-size temporary (such as an `isfinite` mask of the whole clip) is ever made.
+_BLOCK_FRAMES = 65_536
+_WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # what streamed WAVs (sizes not known yet) put in RIFF and data sizes
 
 
 class AudioError(ValueError):
@@ -59,6 +68,46 @@ class AudioTooLargeError(AudioError):
 
 class UnsupportedAudioFormatError(AudioError):
     code = "audio_format_unsupported"
+
+
+class AudioSampleRateError(AudioError):
+    code = "audio_sample_rate_unsupported"
+
+
+class AudioChannelsError(AudioError):
+    code = "audio_too_many_channels"
+
+
+class TruncatedAudioError(AudioError):
+    """The container's header does not agree with the file (truncated, or sizes that were forged)."""
+
+    code = "invalid_audio"
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What a decode accepts, checked from the header before decoding. `max_samples` counts decoded
+    samples (frames x channels; 4 bytes each once decoded), so it bounds the memory a decode takes."""
+
+    max_duration_s: float | None = None
+    max_bytes: int | None = None
+    max_sample_rate: int = MAX_SAMPLE_RATE
+    max_channels: int = MAX_CHANNELS
+    max_samples: int | None = None
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    """What a validated file holds: `frames` per channel at `sample_rate` Hz, in `container`."""
+
+    container: str
+    frames: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
 
 
 @dataclass(frozen=True)
@@ -102,31 +151,189 @@ def validate(audio: Audio, *, max_duration_s: float | None = None) -> Audio:
     return audio
 
 
-def decode(data: bytes, *, max_duration_s: float | None = None, max_bytes: int | None = None) -> Audio:
-    """Decode WAV/FLAC/OGG/MP3 bytes into a validated `Audio`; every failure is an `AudioError`."""
-    if max_bytes is not None and len(data) > max_bytes:
-        raise AudioTooLargeError(f"audio file is {len(data)} bytes, more than the limit of {max_bytes}")
-    if not data:
+def decode(
+    data: bytes | BinaryIO,
+    *,
+    max_duration_s: float | None = None,
+    max_bytes: int | None = None,
+    limits: AudioLimits | None = None,
+) -> Audio:
+    """Decode WAV/FLAC/OGG/MP3 (bytes or a seekable binary file) into a validated `Audio`; every failure
+    is an `AudioError`. The header is checked against `limits` before anything is decoded, then the file
+    is decoded block by block into one `[C, T]` array, each block validated as it arrives."""
+    buffer = _SampleBuffer()
+    header = _stream_blocks(data, _limits(limits, max_duration_s, max_bytes), buffer)
+    return Audio(buffer.samples(header.frames), header.sample_rate)
+
+
+class _SampleBuffer:
+    """Where `decode` puts the blocks: one `[C, frames]` array allocated from the header (which passed
+    every limit), plus the overflow of an MP3 whose frame count was an underestimate."""
+
+    def __init__(self) -> None:
+        self._array: Block | None = None
+        self._extra: list[Block] = []
+        self._at = 0
+
+    def start(self, header: AudioHeader) -> None:
+        self._array = np.empty((header.channels, header.frames), dtype=np.float32)
+
+    def add(self, block: Block) -> None:
+        assert self._array is not None
+        room = min(block.shape[1], self._array.shape[1] - self._at)
+        self._array[:, self._at : self._at + room] = block[:, :room]
+        if room < block.shape[1]:
+            self._extra.append(block[:, room:])
+        self._at += room
+
+    def samples(self, frames: int) -> Block:
+        assert self._array is not None
+        if not self._extra and frames == self._array.shape[1]:
+            return self._array
+        return np.ascontiguousarray(np.concatenate([self._array[:, : self._at], *self._extra], axis=1))
+
+
+class _Discard:
+    """`probe`'s sink: validates and keeps nothing."""
+
+    def start(self, header: AudioHeader) -> None:
+        pass
+
+    def add(self, block: Block) -> None:
+        pass
+
+
+def probe(data: bytes | BinaryIO, limits: AudioLimits) -> AudioHeader:
+    """Validate a whole file as `decode` does (container, header limits, every sample finite), keeping no
+    samples: memory stays at one block whatever the file's size."""
+    return _stream_blocks(data, limits, _Discard())
+
+
+def _limits(limits: AudioLimits | None, max_duration_s: float | None, max_bytes: int | None) -> AudioLimits:
+    limits = limits or AudioLimits()
+    if max_duration_s is not None or max_bytes is not None:
+        limits = AudioLimits(
+            max_duration_s=max_duration_s if max_duration_s is not None else limits.max_duration_s,
+            max_bytes=max_bytes if max_bytes is not None else limits.max_bytes,
+            max_sample_rate=limits.max_sample_rate,
+            max_channels=limits.max_channels,
+            max_samples=limits.max_samples,
+        )
+    return limits
+
+
+def _stream_blocks(
+    data: bytes | BinaryIO,
+    limits: AudioLimits,
+    sink: _SampleBuffer | _Discard,
+) -> AudioHeader:
+    """Check the file and its header, then hand each decoded, validated block `[C, n]` to `sink`."""
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    if limits.max_bytes is not None and size > limits.max_bytes:
+        raise AudioTooLargeError(f"audio file is {size} bytes, more than the limit of {limits.max_bytes}")
+    if size == 0:
         raise EmptyAudioError("audio file is empty (0 bytes)")
+    _check_wav_sizes(source, size)
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.format not in _DECODABLE_CONTAINERS:
-                raise UnsupportedAudioFormatError(
-                    f"container {f.format!r} is not supported; use one of WAV, FLAC, OGG, MP3"
-                )
-            if max_duration_s is not None and f.frames > max_duration_s * f.samplerate:
-                raise AudioTooLongError(
-                    f"audio lasts {f.frames / f.samplerate:.2f} s, "
-                    f"more than the limit of {max_duration_s:g} s"
-                )
-            frames = f.read(dtype="float32", always_2d=True)
-            sample_rate = int(f.samplerate)
+        with sf.SoundFile(source) as f:
+            header = AudioHeader(str(f.format), int(f.frames), int(f.samplerate), int(f.channels))
+            _check_header(header, limits)
+            sink.start(header)
+            decoded = _read_blocks(f, header, sink)
     except sf.LibsndfileError as e:
         raise UnsupportedAudioFormatError(
-            f"not a decodable audio file (supported: WAV, FLAC, OGG/Vorbis, MP3): {e}"
+            "not a decodable audio file (supported: WAV, FLAC, OGG/Vorbis, MP3)"
         ) from e
-    audio = Audio(np.ascontiguousarray(frames.T), sample_rate)
-    return validate(audio, max_duration_s=max_duration_s)
+    if decoded == 0:
+        raise EmptyAudioError("audio has no samples")
+    found = AudioHeader(header.container, decoded, header.sample_rate, header.channels)
+    if found.frames > header.frames:  # only an MP3's estimate can be exceeded: check the real length
+        _check_header(found, limits)
+    return found
+
+
+def _check_header(header: AudioHeader, limits: AudioLimits) -> None:
+    """Every limit that the header alone can decide, before a sample is decoded."""
+    if header.container not in _DECODABLE_CONTAINERS:
+        raise UnsupportedAudioFormatError(
+            f"container {header.container!r} is not supported; use one of WAV, FLAC, OGG, MP3"
+        )
+    if header.sample_rate > limits.max_sample_rate:
+        raise AudioSampleRateError(
+            f"sample rate {header.sample_rate} Hz is above the limit of {limits.max_sample_rate} Hz"
+        )
+    if header.channels > limits.max_channels:
+        raise AudioChannelsError(
+            f"audio has {header.channels} channels, more than the limit of {limits.max_channels}"
+        )
+    if limits.max_duration_s is not None and header.frames > limits.max_duration_s * header.sample_rate:
+        raise AudioTooLongError(
+            f"audio lasts {header.duration_s:.2f} s, more than the limit of {limits.max_duration_s:g} s"
+        )
+    if limits.max_samples is not None and header.frames * header.channels > limits.max_samples:
+        raise AudioTooLargeError(
+            f"audio decodes to {header.frames * header.channels} samples ({header.frames} frames x "
+            f"{header.channels} channels), more than the limit of {limits.max_samples} samples"
+        )
+
+
+def _check_wav_sizes(source: BinaryIO, size: int) -> None:
+    """Refuse a WAV whose RIFF or `data` chunk size claims more bytes than the file holds (libsndfile
+    would quietly read what is there). Streamed WAVs, whose two sizes are both 0xFFFFFFFF, are read to
+    the end of the file."""
+    head = source.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        source.seek(0)
+        return  # not a RIFF WAV (RIFX, RF64, another container): libsndfile's own checks apply
+    riff_size = struct.unpack("<I", head[4:8])[0]
+    offset = 12
+    while offset + 8 <= size:
+        source.seek(offset)
+        chunk_id, chunk_size = struct.unpack("<4sI", source.read(8))
+        if chunk_id == b"data":
+            streamed = riff_size == _WAV_UNKNOWN_SIZE and chunk_size == _WAV_UNKNOWN_SIZE
+            if not streamed and offset + 8 + chunk_size > size:
+                raise TruncatedAudioError(
+                    f"WAV data chunk declares {chunk_size} bytes but the file holds "
+                    f"{size - offset - 8} after its header (truncated or inconsistent file)"
+                )
+            break
+        offset += 8 + chunk_size + (chunk_size & 1)
+    if riff_size != _WAV_UNKNOWN_SIZE and riff_size + 8 > size:
+        raise TruncatedAudioError(
+            f"WAV header declares {riff_size + 8} bytes but the file holds {size} (truncated file)"
+        )
+    source.seek(0)
+
+
+def _read_blocks(f: sf.SoundFile, header: AudioHeader, sink: _SampleBuffer | _Discard) -> int:
+    """Decode `f` block by block, validating each; returns the frames decoded."""
+    decoded = 0
+    exact = header.container != "MP3"  # MP3 frame counts are estimates; every other container's is exact
+    while True:
+        try:
+            block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        except sf.LibsndfileError as e:
+            raise TruncatedAudioError(
+                f"{header.container} data is corrupt or truncated after {decoded} of the "
+                f"{header.frames} frames its header declares"
+            ) from e
+        if block.shape[0] == 0:
+            break
+        if not np.isfinite(block).all():
+            raise NonFiniteAudioError(f"audio contains NaN or infinite samples (frames from {decoded})")
+        decoded += block.shape[0]
+        if decoded > header.frames and (exact or decoded > header.frames * 2):
+            raise TruncatedAudioError(f"audio holds more frames than its header's {header.frames}")
+        sink.add(block.T)
+    if exact and decoded != header.frames:
+        raise TruncatedAudioError(
+            f"{header.container} header declares {header.frames} frames but the file holds {decoded} "
+            "(truncated or inconsistent file)"
+        )
+    return decoded
 
 
 def encode(audio: Audio, fmt: AudioFormat = "wav") -> bytes:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from deployments.http.errors import ApiError
+from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import FileField, UploadIdField, input_audio, require_one, stored_input
 from deployments.http.jobs import submit
 from deployments.http.services import Authorized, Svc
@@ -20,7 +21,7 @@ from pipelines.jobs.diarize import DIARIZE_KIND, DiarizeJobRequest, turns_body
 from pipelines.voice.attribution import assign_word_speakers
 
 OPENAI_MODEL_ALIASES = {"whisper-1", "default"}
-router = APIRouter(tags=["audio"], dependencies=[Authorized])
+router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authorized])
 
 
 @router.post("/v1/pitch")

@@ -4,7 +4,9 @@ from fastapi import FastAPI
 
 from deployments.http import analysis_routes, audio_routes, inputs, jobs, service_routes, voices
 from deployments.http.errors import BodySizeLimit, Scope, install_error_handlers
+from deployments.http.guards import Authenticate
 from deployments.http.services import Services
+from infra.tenancy import KeyRing
 
 # Multipart bodies carry audio files; the form fields around a file need a little room of their own.
 _MULTIPART_OVERHEAD = 1024 * 1024
@@ -21,6 +23,8 @@ ROUTERS = (
 def build_http_app(services: Services) -> FastAPI:
     """The FastAPI app over `services` (reached by routes through `Depends(services)`)."""
     app = FastAPI(
+        # No redirects on the API: `/v1/jobs/%2F` is a 404 like any other bad id, not a 307 to `/v1/jobs`.
+        redirect_slashes=False,
         title="soundstage",
         version="0.1.0",
         description="AI audio models on Ray Serve: durable jobs, results in S3 via presigned URLs.",
@@ -36,6 +40,8 @@ def build_http_app(services: Services) -> FastAPI:
         return settings.max_request_bytes
 
     app.add_middleware(BodySizeLimit, max_bytes=body_limit)
+    # Added last, so it runs first: the key is checked before a byte of the body is read.
+    app.add_middleware(Authenticate, keys=KeyRing.from_settings(settings))
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

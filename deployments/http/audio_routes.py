@@ -9,6 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from deployments.http.analysis_routes import check_model_name, render_transcript, speakers, transcribe
 from deployments.http.errors import ApiError
+from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import FileField, UploadIdField, input_audio
 from deployments.http.services import Authorized, Services, Svc
 from deployments.http.speech import MEDIA_TYPES, SPEECH_MODELS, SpeechRequest, encoded_stream, sentences_audio
@@ -17,7 +18,7 @@ from deployments.http.voices import load_reference
 from infra.audio import Audio
 from pipelines.jobs.voice_replace import VOICE_ID
 
-router = APIRouter(tags=["audio"], dependencies=[Authorized])
+router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authorized])
 
 
 @router.post("/v1/audio/transcriptions")

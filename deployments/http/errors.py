@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -30,13 +30,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ApiError(Exception):
     """An error the client can act on: an HTTP status, a stable code and a message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
+# Too big to take: 413; a container we do not read: 415; every other bad audio file: 422.
 _AUDIO_STATUS = {audio_io.AudioTooLargeError: 413, audio_io.UnsupportedAudioFormatError: 415}
 
 
@@ -53,8 +55,11 @@ def domain_error(error: Exception) -> ApiError | None:
     return None
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, **extra}})
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, **extra}}
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
 def _validation_message(errors: list[Any]) -> str:
@@ -71,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _client_error(_: Request, e: Exception) -> JSONResponse:
         mapped = domain_error(e)
         assert mapped is not None
-        return error_response(mapped.status, mapped.code, mapped.message)
+        return error_response(mapped.status, mapped.code, mapped.message, headers=mapped.headers)
 
     for error_type in (ApiError, AdmissionError, UploadNotFoundError, VoiceNotFoundError, AudioError):
         app.add_exception_handler(error_type, _client_error)
@@ -84,22 +89,70 @@ def install_error_handlers(app: FastAPI) -> None:
             if any(err.get("type") == "json_invalid" for err in errors)
             else "invalid_request"
         )
-        details = json.loads(json.dumps(errors, default=str))
+        # Where and what only: a value the client sent is not echoed (it may be huge, or NaN, which
+        # JSON cannot carry), nor the validator's context.
+        details = [
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "type": str(err.get("type", "")),
+                "msg": str(err.get("msg", "")),
+            }
+            for err in errors
+        ]
         return error_response(422, code, _validation_message(errors), details=details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return error_response(e.status_code, code, str(e.detail))
+        code, message = _HTTP_ERRORS.get(e.status_code, ("http_error", "the request cannot be served"))
+        return error_response(e.status_code, code, message)
 
     @app.exception_handler(Exception)
     async def _fault(request: Request, e: Exception) -> JSONResponse:
+        overloaded = overload_error(e)
+        if overloaded is not None:
+            logger.warning("overloaded on %s %s: %s", request.method, request.url.path, type(e).__name__)
+            return error_response(
+                overloaded.status, overloaded.code, overloaded.message, headers=overloaded.headers
+            )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error")
 
 
+# Starlette's own errors (no route, wrong method, a body the parser could not read), in our words.
+_HTTP_ERRORS = {
+    400: ("bad_request", "the request could not be parsed"),
+    404: ("not_found", "no such resource"),
+    405: ("method_not_allowed", "method not allowed on this resource"),
+}
+RETRY_AFTER_S = 1
+_OVERLOADED = {"BackPressureError", "DeploymentUnavailableError", "ReplicaUnavailableError"}
+
+
+def overload_error(error: BaseException) -> ApiError | None:
+    """503 + `Retry-After` when a model deployment refused the call for being full (Serve's
+    `BackPressureError`) or had no replica; None for anything else. Matched by name: the edge maps
+    what Serve raises without its text."""
+    if type(error).__name__ in _OVERLOADED:
+        return ApiError(
+            503,
+            "overloaded",
+            "the model deployments are at capacity; retry after the delay in Retry-After",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return None
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app by `BodySizeLimit`'s receive once the body passes its limit."""
+
+
 class BodySizeLimit:
-    """Reject request bodies over `max_bytes` with 413, by Content-Length or while streaming."""
+    """Reject request bodies over `max_bytes` with 413, by Content-Length or while streaming.
+
+    Nothing is buffered here: the body flows to the route as it arrives (multipart files are spooled to
+    disk by the form parser), counted on the way. Past the limit the app's next read fails and whatever
+    it answers is replaced by the 413.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: Callable[[Scope], int]) -> None:
         self.app = app
@@ -114,36 +167,31 @@ class BodySizeLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._reject(scope, receive, send, limit)
             return
-        body = await self._read_body(receive, limit)
-        if body is None:
-            await self._reject(scope, receive, send, limit)
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: wait for the disconnect
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _read_body(self, receive: Receive, limit: int) -> bytes | None:
-        """The whole body, or None as soon as it grows past the limit (chunked uploads included)."""
-        chunks: list[bytes] = []
         size = 0
-        while True:
+        exceeded = False
+        started = False
+
+        async def counted() -> Message:
+            nonlocal size, exceeded
             message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    exceeded = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # the app's answer to a failed read; the 413 goes instead
+            started = True
+            await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, counted, guarded_send)
+        if exceeded and not started:
+            await self._reject(scope, receive, send, limit)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from deployments.http.errors import ApiError
+from deployments.http.guards import EdgeRoute
 from deployments.http.services import Authorized, Services, Svc
 from deployments.http.url_inputs import fetch_url
 from infra.audio import Audio
@@ -19,14 +20,14 @@ UPLOAD_ID_PATTERN = "^[0-9a-f]{32}$"
 FileField = Annotated[UploadFile | None, File(description="An audio file (WAV, FLAC, OGG, MP3).")]
 UploadIdField = Annotated[str | None, Form(pattern=UPLOAD_ID_PATTERN, description="Instead of `file`.")]
 
-router = APIRouter(tags=["audio"], dependencies=[Authorized])
+router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authorized])
 
 
 @router.post("/v1/uploads", status_code=201)
 async def create_upload(svc: Svc, file: Annotated[UploadFile, File()]) -> UploadInfo:
     """Validate and keep an audio file; refer to it later by `upload_id`."""
-    data = await file.read()
-    return await asyncio.to_thread(store_upload, svc.storage, data, file.filename, svc.settings)
+    # The form parser spooled the file to disk; it is validated and copied to S3 from there.
+    return await asyncio.to_thread(store_upload, svc.storage, file.file, file.filename, svc.settings)
 
 
 def require_one(given: dict[str, object], names: str) -> None:
@@ -42,11 +43,12 @@ async def stored_input(svc: Services, file: UploadFile | None, upload_id: str | 
         await asyncio.to_thread(upload_info, svc.storage, upload_id)
         return upload_id
     if url is not None:
-        data, name = await asyncio.to_thread(fetch_url, url, svc.settings)
-    else:
-        assert file is not None
-        data, name = await file.read(), file.filename
-    stored = await asyncio.to_thread(store_upload, svc.storage, data, name, svc.settings)
+        fetched, name = await fetch_url(url, svc.settings)
+        with fetched:
+            stored = await asyncio.to_thread(store_upload, svc.storage, fetched, name, svc.settings)
+        return stored.upload_id
+    assert file is not None
+    stored = await asyncio.to_thread(store_upload, svc.storage, file.file, file.filename, svc.settings)
     return stored.upload_id
 
 
@@ -56,4 +58,4 @@ async def input_audio(svc: Services, file: UploadFile | None, upload_id: str | N
     if upload_id is not None:
         return await asyncio.to_thread(load_upload, svc.storage, upload_id, svc.settings)
     assert file is not None
-    return await asyncio.to_thread(decode_input, await file.read(), svc.settings)
+    return await asyncio.to_thread(decode_input, file.file, svc.settings)

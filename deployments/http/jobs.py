@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from deployments.http.errors import ApiError
+from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import stored_input
 from deployments.http.schemas import JobList, JobReport, JobView, job_report, job_view
 from deployments.http.services import Authorized, Services, Svc
@@ -26,7 +27,7 @@ from pipelines.engine.registry import JOB_KINDS
 
 JOB_ID = "^[0-9a-f]{32}$"
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]
-router = APIRouter(tags=["jobs"], dependencies=[Authorized])
+router = APIRouter(route_class=EdgeRoute, tags=["jobs"], dependencies=[Authorized])
 
 
 async def submit(

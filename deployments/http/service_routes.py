@@ -6,11 +6,12 @@ from fastapi import APIRouter
 from ray import serve
 
 from deployments.http.errors import ApiError
+from deployments.http.guards import EdgeRoute
 from deployments.http.schemas import ModelsView
 from deployments.http.services import Authorized, Svc
 from infra.storage import StorageError
 
-router = APIRouter(tags=["service"])
+router = APIRouter(route_class=EdgeRoute, tags=["service"])
 
 
 @router.get("/healthz")

@@ -11,12 +11,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from deployments.http.errors import ApiError
 from infra.jobs import JobStore
 from infra.settings import Settings
 from infra.storage import Storage
+from infra.tenancy import Tenant
 from pipelines.engine.clients import Models
 from pipelines.engine.kinds import Admission
 
@@ -60,14 +61,13 @@ def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
-def require_api_key(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> None:
-    """If `SOUNDSTAGE_API_KEYS` is set, `/v1` wants `Authorization: Bearer <key>`."""
-    keys = svc.settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or token not in keys:
+def require_api_key(request: Request) -> Tenant:
+    """The caller's tenant, resolved from its key by `guards.Authenticate` before the body was read."""
+    tenant: Tenant | None = getattr(request.state, "tenant", None)
+    if tenant is None:
         raise ApiError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
+    return tenant
 
 
 Authorized = Depends(require_api_key)
+CurrentTenant = Annotated[Tenant, Depends(require_api_key)]

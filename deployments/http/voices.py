@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
+from deployments.http.guards import EdgeRoute
 from deployments.http.services import Authorized, Svc
 from infra import voice_store
 from infra.storage import Storage
@@ -15,7 +16,7 @@ from infra.uploads import decode_input
 from infra.voice_store import VoiceProfile
 from models.types import VoiceReference
 
-router = APIRouter(tags=["voices"], dependencies=[Authorized])
+router = APIRouter(route_class=EdgeRoute, tags=["voices"], dependencies=[Authorized])
 
 
 def load_reference(storage: Storage, voice_id: str) -> VoiceReference:
@@ -31,7 +32,7 @@ async def register_voice(
     transcript: Annotated[str | None, Form(max_length=2000)] = None,
 ) -> VoiceProfile:
     """Register a voice for cloning; without `transcript` the ASR deployment writes it."""
-    audio = await asyncio.to_thread(decode_input, await file.read(), svc.settings)
+    audio = await asyncio.to_thread(decode_input, file.file, svc.settings)
     source = "given"
     if transcript is None or not transcript.strip():
         result = await svc.models.asr.transcribe(audio=audio)

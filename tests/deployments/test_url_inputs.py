@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from deployments.http import url_inputs
 from deployments.http.errors import ApiError
-from deployments.http.url_inputs import fetch_url
 from infra.settings import Settings
 from infra.storage import Storage
+
+
+def fetch_url(url: str, settings: Settings) -> tuple[bytes, str | None]:
+    """`url_inputs.fetch_url` (async, answering a spooled file) run to completion, as bytes."""
+    body, name = asyncio.run(url_inputs.fetch_url(url, settings))
+    with body:
+        return body.read(), name
 
 
 @pytest.fixture(scope="module")
