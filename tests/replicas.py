@@ -7,8 +7,10 @@ starts a replacement.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from deployments.tools.serve_config import APP_NAME
 from infra.jobs import JobRecord, JobStore
@@ -35,6 +37,48 @@ def kill_deployment_replicas(deployment: str) -> list[str]:
     for name in names:
         kill_replica(name)
     return names
+
+
+def ongoing_requests(name: str, timeout_s: float = 2.0) -> int:
+    """Requests on replica `name` right now (executing, or with a slot reserved for dispatch), as the
+    replica actor itself counts them; 0 for a replica that is gone or does not answer within `timeout_s`
+    (one still starting)."""
+    import ray
+    from ray import exceptions
+
+    try:
+        actor = ray.get_actor(name, namespace="serve")
+        count: Any = ray.get(actor.get_num_ongoing_requests.remote(), timeout=timeout_s)
+        return int(count)
+    except (ValueError, exceptions.GetTimeoutError, exceptions.RayActorError):
+        return 0
+
+
+def kill_replicas_while_busy(deployment: str, settle_s: float = 0.2, timeout_s: float = 60) -> dict[str, int]:
+    """Wait until a replica of `deployment` has had requests in flight for `settle_s` without a break,
+    then at once kill every live replica of it (the busy ones first); each one's in-flight count, asked
+    just before the kill.
+
+    The replica's own count, not a job record's `segments` progress: that is written at most twice a
+    second, so a record that still says `done < total` can be read after the last segment finished, and
+    a kill timed by it hits idle replicas. `settle_s`, because a replica counts a request as soon as it
+    takes it, before Serve's router has its acceptance, and the router re-sends a request whose replica
+    dies in that gap (milliseconds to tens of them) instead of failing it: killed then, nothing fails
+    and nothing is retried by the caller. `settle_s` must stay well below one request's run time."""
+    deadline = time.monotonic() + timeout_s
+    busy_since: float | None = None
+    while True:
+        counts = {name: ongoing_requests(name) for name in replica_names(deployment)}
+        busy = [name for name, count in counts.items() if count > 0]
+        now = time.monotonic()
+        busy_since = (now if busy_since is None else busy_since) if busy else None
+        if busy_since is not None and now - busy_since >= settle_s:
+            for name in [*busy, *(n for n in counts if n not in busy)]:
+                with contextlib.suppress(ValueError):  # it died meanwhile
+                    kill_replica(name)
+            return counts
+        assert now < deadline, f"no replica of {deployment} stayed busy for {settle_s} s: {counts}"
+        time.sleep(0.01)
 
 
 def kill_runner_of(record: JobRecord) -> str:
