@@ -93,7 +93,7 @@ async def transcribe(asr: ASRClient, audio: Audio, language: str | None) -> Tran
     try:
         return await asr.transcribe(audio=audio, language=language, word_timestamps=True)
     except ValueError as e:
-        raise ApiError(422, "unsupported_language", str(e)) from e
+        raise ApiError(422, "unsupported_language", f"language {language!r} is not supported") from e
 
 
 async def speakers(

@@ -1,6 +1,7 @@
 """OpenAI-compatible audio routes: `/v1/audio/transcriptions` (plus `diarize=true`) and `/v1/audio/speech`."""
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from deployments.http.voices import load_reference
 from infra.audio import Audio
 from pipelines.jobs.voice_replace import VOICE_ID
 
+logger = logging.getLogger(__name__)
 router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authorized])
 
 
@@ -56,7 +58,9 @@ async def create_speech(body: SpeechRequest, svc: Svc) -> StreamingResponse:
     try:
         first = await anext(stream)  # bad input fails here, before the response starts
     except (ValueError, StopAsyncIteration) as e:
-        raise ApiError(422, "invalid_input", str(e) or "nothing to say in `input`") from e
+        # The model's own words stay in the log: through Ray they carry replica names, pids, paths.
+        logger.info("speech refused: %s", type(e).__name__, exc_info=e)
+        raise ApiError(422, "invalid_input", "`input` has nothing the voice can speak") from e
     return StreamingResponse(
         encoded_stream(body, first, stream), media_type=MEDIA_TYPES[body.response_format]
     )

@@ -8,6 +8,7 @@ in the job record; the runner validates the stored request again with the same m
 
 import asyncio
 import inspect
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
@@ -26,6 +27,7 @@ from pipelines.engine.kinds import JobKind
 from pipelines.engine.registry import JOB_KINDS
 
 JOB_ID = "^[0-9a-f]{32}$"
+JOB_ID_RE = re.compile(JOB_ID)
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]
 router = APIRouter(route_class=EdgeRoute, tags=["jobs"], dependencies=[Authorized])
 
@@ -115,6 +117,9 @@ for _kind in JOB_KINDS.values():
 
 
 async def load_job(svc: Services, job_id: str) -> JobRecord:
+    """The job, or 404 `job_not_found` (a malformed id too: it is not echoed)."""
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise ApiError(404, "job_not_found", "no job with this id (ids are 32 hex digits)")
     try:
         return await asyncio.to_thread(svc.jobs.get, job_id)
     except (JobNotFoundError, InvalidKeyPartError):

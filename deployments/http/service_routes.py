@@ -20,7 +20,7 @@ async def healthz(svc: Svc) -> dict[str, str]:
     try:
         await asyncio.to_thread(svc.storage.ping)
     except StorageError as e:
-        raise ApiError(503, "storage_unavailable", str(e)) from e
+        raise ApiError(503, "storage_unavailable", "the object store is unreachable") from e
     return {"status": "ok"}
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployments.http.errors import overload_error
 from infra.audio import Audio, encode
 from models.tts import split_sentences
 
@@ -57,16 +59,43 @@ def streaming_wav_header(sample_rate: int) -> bytes:
     )
 
 
-async def sentences_audio(synthesize: Callable[[str], Awaitable[Audio]], text: str) -> AsyncIterator[Audio]:
-    """Synthesize sentence by sentence, all sent at once (they may land on different replicas), yielded
-    in order as soon as each is ready."""
-    calls = [asyncio.ensure_future(synthesize(piece)) for piece in split_sentences(text)]
+SENTENCES_IN_FLIGHT = 4  # sentences of one request at the TTS at once (they may land on different replicas)
+OVERLOAD_RETRIES = 3
+
+
+async def sentences_audio(
+    synthesize: Callable[[str], Awaitable[Audio]], text: str, in_flight: int = SENTENCES_IN_FLIGHT
+) -> AsyncIterator[Audio]:
+    """Synthesize sentence by sentence, at most `in_flight` ahead of the one being sent, yielded in
+    order as soon as each is ready. A long input never floods the TTS queues, and a sentence the TTS
+    refused for being full is retried (with a short backoff) instead of cutting the stream."""
+    pieces = iter(split_sentences(text))
+    window: deque[asyncio.Task[Audio]] = deque()
+
+    def top_up() -> None:
+        while len(window) < in_flight and (piece := next(pieces, None)) is not None:
+            window.append(asyncio.ensure_future(_patient(synthesize, piece)))
+
     try:
-        for call in calls:
-            yield await call
+        top_up()
+        while window:
+            audio = await window.popleft()
+            top_up()
+            yield audio
     finally:
-        for call in calls:
+        for call in window:
             call.cancel()
+
+
+async def _patient(synthesize: Callable[[str], Awaitable[Audio]], piece: str) -> Audio:
+    for attempt in range(OVERLOAD_RETRIES):
+        try:
+            return await synthesize(piece)
+        except Exception as e:
+            if overload_error(e) is None or attempt == OVERLOAD_RETRIES - 1:
+                raise
+            await asyncio.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 async def encoded_stream(

@@ -61,7 +61,9 @@ class FakeTTS:
         self.calls = 0
 
     async def info(self) -> ModelCard:
-        return ModelCard(deployment="TTS", model=ModelInfo("fake/tts", "r1", "debug"), sample_rate=8000)
+        return ModelCard(
+            deployment="TTS", model=ModelInfo("fake/tts", "r1", "debug-random"), sample_rate=8000
+        )
 
     async def voices(self) -> list[str]:
         return ["alloy"]
