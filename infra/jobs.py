@@ -117,6 +117,7 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     result: dict[str, Any] | None = None
     request_hash: str = ""
+    owner: str | None = None  # the tenant (API key) that made it; None: made without tenancy
     created_at: float
     updated_at: float
     started_at: float | None = None
@@ -164,16 +165,26 @@ class JobStore:
     # Creation and reads -------------------------------------------------------------------------
 
     def create(
-        self, kind: str, request: dict[str, Any], idempotency_key: str | None = None
+        self,
+        kind: str,
+        request: dict[str, Any],
+        idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Create a queued job; with `idempotency_key`, return the existing job instead (created=False)."""
         digest = request_hash(kind, request)
         job_id = new_job_id(self.clock())
         if idempotency_key is not None:
-            job_id = self._claim_idempotency_key(kind, idempotency_key, job_id)
+            job_id = self._claim_idempotency_key(kind, idempotency_key, job_id, owner)
         now = self.clock()
         record = JobRecord(
-            id=job_id, kind=kind, request=request, request_hash=digest, created_at=now, updated_at=now
+            id=job_id,
+            kind=kind,
+            request=request,
+            request_hash=digest,
+            owner=owner,
+            created_at=now,
+            updated_at=now,
         )
         # The active marker first: every record that exists is then reachable by the runners' sweep,
         # whatever happens between the two writes (a marker without a record is skipped by the sweep).
@@ -192,9 +203,11 @@ class JobStore:
         logger.info("job created", extra={"job_id": job_id, "kind": kind})
         return record, True
 
-    def _claim_idempotency_key(self, kind: str, key: str, job_id: str) -> str:
-        """Map the key to a job id once (create-only); a crash between this and the record is harmless."""
-        marker = f"index/idempotency/{hashlib.sha256(f'{kind}:{key}'.encode()).hexdigest()}"
+    def _claim_idempotency_key(self, kind: str, key: str, job_id: str, owner: str | None = None) -> str:
+        """Map the key to a job id once (create-only); a crash between this and the record is harmless.
+        Keys are scoped by `owner`: two tenants' equal keys are two jobs."""
+        scope = f"{kind}:{key}" if owner is None else f"{owner}:{kind}:{key}"
+        marker = f"index/idempotency/{hashlib.sha256(scope.encode()).hexdigest()}"
         try:
             self._s3(lambda: self.storage.create(marker, job_id.encode(), "text/plain"))
             return job_id
@@ -217,8 +230,10 @@ class JobStore:
         limit: int = 50,
         after: str | None = None,
         scan_limit: int = 2000,
+        owner: str | None = None,
     ) -> list[JobRecord]:
-        """Newest first; `after` is the last id of the previous page. Reads at most `scan_limit` records."""
+        """Newest first; `after` is the last id of the previous page. Reads at most `scan_limit` records.
+        With `owner`, only that tenant's jobs."""
         found: list[JobRecord] = []
         start = f"jobs/{check_id(after)}/~" if after else None
         for scanned, prefix in enumerate(self.storage.list_prefixes("jobs/", start_after=start)):
@@ -228,7 +243,7 @@ class JobStore:
                 record = self.get(prefix.split("/")[1])
             except JobNotFoundError:
                 continue
-            if status is None or record.status is status:
+            if (status is None or record.status is status) and (owner is None or record.owner == owner):
                 found.append(record)
         return found
 

@@ -11,7 +11,7 @@ from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import FileField, UploadIdField, input_audio, require_one, stored_input
 from deployments.http.jobs import submit
-from deployments.http.services import Authorized, Svc
+from deployments.http.services import Authorized, CurrentTenant, Svc
 from deployments.http.transcripts import Granularity, ResponseFormat, to_srt, to_verbose_json, to_vtt
 from infra.audio import Audio
 from infra.uploads import load_upload
@@ -27,6 +27,7 @@ router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authoriz
 @router.post("/v1/pitch")
 async def detect_pitch(
     svc: Svc,
+    tenant: CurrentTenant,
     file: FileField = None,
     upload_id: UploadIdField = None,
     fmin_hz: Annotated[float, Form(ge=46.875, le=2093.75)] = 46.875,
@@ -37,7 +38,7 @@ async def detect_pitch(
     """F0 contour (16 ms frames): time, f0 (0 where unvoiced), confidence, voiced; JSON or CSV."""
     if fmin_hz >= fmax_hz:
         raise ApiError(422, "invalid_request", "fmin_hz must be below fmax_hz")
-    audio = await input_audio(svc, file, upload_id)
+    audio = await input_audio(svc, tenant, file, upload_id)
     contour = await svc.models.pitch.detect(
         audio=audio, fmin_hz=fmin_hz, fmax_hz=fmax_hz, confidence_threshold=confidence_threshold
     )
@@ -49,6 +50,7 @@ async def detect_pitch(
 @router.post("/v1/vad")
 async def detect_speech(
     svc: Svc,
+    tenant: CurrentTenant,
     file: FileField = None,
     upload_id: UploadIdField = None,
     threshold: Annotated[float, Form(gt=0.0, lt=1.0)] = 0.5,
@@ -57,7 +59,7 @@ async def detect_speech(
     pad_s: Annotated[float, Form(ge=0.0, le=2.0)] = 0.05,
 ) -> dict[str, Any]:
     """Speech regions `[{start, end}]` in seconds (silero-vad)."""
-    audio = await input_audio(svc, file, upload_id)
+    audio = await input_audio(svc, tenant, file, upload_id)
     regions = await svc.models.vad.detect(
         audio=audio, threshold=threshold, min_speech_s=min_speech_s, min_silence_s=min_silence_s, pad_s=pad_s
     )
@@ -68,13 +70,14 @@ async def detect_speech(
 async def diarize(
     request: Request,
     svc: Svc,
+    tenant: CurrentTenant,
     file: FileField = None,
     upload_id: UploadIdField = None,
     num_speakers: Annotated[int | None, Form(ge=1, le=8)] = None,
 ) -> JSONResponse:
     """Who speaks when: `{turns: [{start, end, speaker}]}` for short audio; a job (202) for long audio."""
     require_one({"file": file, "upload_id": upload_id}, "`file` (multipart) or `upload_id`")
-    source = await stored_input(svc, file, upload_id, None)
+    source = await stored_input(svc, tenant, file, upload_id, None)
     audio = await asyncio.to_thread(load_upload, svc.storage, source, svc.settings)
     if audio.duration_s > svc.settings.max_sync_audio_s:
         body = DiarizeJobRequest(upload_id=source, num_speakers=num_speakers)

@@ -12,7 +12,7 @@ from deployments.http.analysis_routes import check_model_name, render_transcript
 from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import FileField, UploadIdField, input_audio
-from deployments.http.services import Authorized, Services, Svc
+from deployments.http.services import Authorized, CurrentTenant, Services, Svc
 from deployments.http.speech import MEDIA_TYPES, SPEECH_MODELS, SpeechRequest, encoded_stream, sentences_audio
 from deployments.http.transcripts import Granularity, ResponseFormat
 from deployments.http.voices import load_reference
@@ -26,6 +26,7 @@ router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authoriz
 @router.post("/v1/audio/transcriptions")
 async def create_transcription(
     svc: Svc,
+    tenant: CurrentTenant,
     file: FileField = None,
     upload_id: UploadIdField = None,
     model: Annotated[str, Form()] = "whisper-1",
@@ -41,7 +42,7 @@ async def create_transcription(
     """OpenAI-compatible transcription (`/v1/audio/transcriptions`), plus `diarize=true`."""
     card = await svc.models.asr.info()
     check_model_name(model, card.model.model_id)
-    audio = await input_audio(svc, file, upload_id)
+    audio = await input_audio(svc, tenant, file, upload_id)
     transcript = await transcribe(svc.models.asr, audio, language)
     who = await speakers(svc.models.diarizer, audio, transcript) if diarize else None
     granularities = timestamp_granularities or ["segment"]

@@ -11,9 +11,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
-from deployments.http.services import Authorized, Services, Svc
+from deployments.http.services import Authorized, CurrentTenant, Services, Svc
 from deployments.http.url_inputs import fetch_url
 from infra.audio import Audio
+from infra.tenancy import Tenant
 from infra.uploads import UploadInfo, decode_input, load_upload, store_upload, upload_info
 
 UPLOAD_ID_PATTERN = "^[0-9a-f]{32}$"
@@ -24,10 +25,12 @@ router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authoriz
 
 
 @router.post("/v1/uploads", status_code=201)
-async def create_upload(svc: Svc, file: Annotated[UploadFile, File()]) -> UploadInfo:
-    """Validate and keep an audio file; refer to it later by `upload_id`."""
+async def create_upload(svc: Svc, tenant: CurrentTenant, file: Annotated[UploadFile, File()]) -> UploadInfo:
+    """Validate and keep an audio file; refer to it later by `upload_id` (the caller's tenant only)."""
     # The form parser spooled the file to disk; it is validated and copied to S3 from there.
-    return await asyncio.to_thread(store_upload, svc.storage, file.file, file.filename, svc.settings)
+    return await asyncio.to_thread(
+        store_upload, svc.storage, file.file, file.filename, svc.settings, tenant.id
+    )
 
 
 def require_one(given: dict[str, object], names: str) -> None:
@@ -36,26 +39,33 @@ def require_one(given: dict[str, object], names: str) -> None:
         raise ApiError(422, "input_required", f"send exactly one of {names}")
 
 
-async def stored_input(svc: Services, file: UploadFile | None, upload_id: str | None, url: str | None) -> str:
+async def stored_input(
+    svc: Services, tenant: Tenant, file: UploadFile | None, upload_id: str | None, url: str | None
+) -> str:
     """The input as an upload id: a direct file, or the body at `url` (fetched now), is validated and
     stored as an upload first; an `upload_id` must exist (404)."""
     if upload_id is not None:
-        await asyncio.to_thread(upload_info, svc.storage, upload_id)
+        await asyncio.to_thread(upload_info, svc.storage, upload_id, None if tenant.admin else tenant.id)
         return upload_id
     if url is not None:
         fetched, name = await fetch_url(url, svc.settings)
         with fetched:
-            stored = await asyncio.to_thread(store_upload, svc.storage, fetched, name, svc.settings)
+            stored = await asyncio.to_thread(
+                store_upload, svc.storage, fetched, name, svc.settings, tenant.id
+            )
         return stored.upload_id
     assert file is not None
-    stored = await asyncio.to_thread(store_upload, svc.storage, file.file, file.filename, svc.settings)
+    stored = await asyncio.to_thread(
+        store_upload, svc.storage, file.file, file.filename, svc.settings, tenant.id
+    )
     return stored.upload_id
 
 
-async def input_audio(svc: Services, file: UploadFile | None, upload_id: str | None) -> Audio:
+async def input_audio(svc: Services, tenant: Tenant, file: UploadFile | None, upload_id: str | None) -> Audio:
     """The request's audio for a synchronous route: a direct file or an earlier upload."""
     require_one({"file": file, "upload_id": upload_id}, "`file` (multipart) or `upload_id`")
     if upload_id is not None:
+        await asyncio.to_thread(upload_info, svc.storage, upload_id, None if tenant.admin else tenant.id)
         return await asyncio.to_thread(load_upload, svc.storage, upload_id, svc.settings)
     assert file is not None
     return await asyncio.to_thread(decode_input, file.file, svc.settings)

@@ -20,9 +20,11 @@ from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import stored_input
 from deployments.http.schemas import JobList, JobReport, JobView, job_report, job_view
-from deployments.http.services import Authorized, Services, Svc
+from deployments.http.services import Authorized, CurrentTenant, Services, Svc, require_api_key
 from infra.jobs import IdempotencyConflictError, JobFinishedError, JobNotFoundError, JobRecord, JobStatus
 from infra.storage import InvalidKeyPartError
+from infra.tenancy import Tenant
+from infra.uploads import upload_info
 from pipelines.engine.kinds import JobKind
 from pipelines.engine.registry import JOB_KINDS
 
@@ -35,11 +37,16 @@ router = APIRouter(route_class=EdgeRoute, tags=["jobs"], dependencies=[Authorize
 async def submit(
     svc: Services, kind: JobKind[Any], body: BaseModel, key: str | None, request: Request
 ) -> JSONResponse:
-    """Admit, create (idempotently) and dispatch a job: 202 when created, 200 for a known key."""
+    """Admit, create (idempotently) and dispatch a job: 202 when created, 200 for a known key. The job,
+    and its idempotency key, belong to the caller's tenant; so must an `upload_id` it names."""
+    tenant = require_api_key(request)
+    upload_id = getattr(body, "upload_id", None)
+    if isinstance(upload_id, str) and not tenant.admin:
+        await asyncio.to_thread(upload_info, svc.storage, upload_id, tenant.id)
     admitted = await kind.admit(body, svc.admission)
     payload = admitted.model_dump(mode="json")
     try:
-        record, created = await asyncio.to_thread(svc.jobs.create, kind.name, payload, key)
+        record, created = await asyncio.to_thread(svc.jobs.create, kind.name, payload, key, tenant.id)
     except IdempotencyConflictError as e:
         raise ApiError(409, "idempotency_conflict", str(e)) from e
     if created or record.status is JobStatus.QUEUED:  # a resubmission re-sends a job nobody took yet
@@ -74,7 +81,7 @@ def _form_route(kind: JobKind[Any]) -> Any:
                 422, "input_required", f"send exactly one of {', '.join(f'`{s}`' for s in sources)}"
             )
         if file is not None or url is not None:  # a given `upload_id` is checked by the kind's admit()
-            form["upload_id"] = await stored_input(svc, file, None, url)
+            form["upload_id"] = await stored_input(svc, require_api_key(request), file, None, url)
         try:
             body = kind.request.model_validate({k: v for k, v in form.items() if v is not None})
         except ValidationError as e:
@@ -116,33 +123,36 @@ for _kind in JOB_KINDS.values():
     )
 
 
-async def load_job(svc: Services, job_id: str) -> JobRecord:
-    """The job, or 404 `job_not_found` (a malformed id too: it is not echoed)."""
+async def load_job(svc: Services, job_id: str, tenant: Tenant) -> JobRecord:
+    """The job, or 404 `job_not_found` (a malformed id too: it is not echoed; another tenant's too)."""
     if not JOB_ID_RE.fullmatch(job_id):
         raise ApiError(404, "job_not_found", "no job with this id (ids are 32 hex digits)")
     try:
-        return await asyncio.to_thread(svc.jobs.get, job_id)
+        record = await asyncio.to_thread(svc.jobs.get, job_id)
     except (JobNotFoundError, InvalidKeyPartError):
-        raise ApiError(404, "job_not_found", f"no job with id {job_id!r}") from None
+        record = None
+    if record is None or not tenant.owns(record.owner):
+        raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
+    return record
 
 
 @router.get("/v1/jobs/{job_id}")
-async def get_job(job_id: str, request: Request, svc: Svc) -> JobView:
+async def get_job(job_id: str, request: Request, svc: Svc, tenant: CurrentTenant) -> JobView:
     """Status, progress, stage, error, and the result with presigned URLs once it succeeded."""
-    return job_view(await load_job(svc, job_id), svc.storage, str(request.base_url))
+    return job_view(await load_job(svc, job_id, tenant), svc.storage, str(request.base_url))
 
 
 @router.get("/v1/jobs/{job_id}/report")
-async def get_job_report(job_id: str, svc: Svc) -> JobReport:
+async def get_job_report(job_id: str, svc: Svc, tenant: CurrentTenant) -> JobReport:
     """Per-stage timings, peak memory, retries, fan-out segments, checkpoint sizes, the weights each
     model ran with, and the failure (stage, error, attempt) if the job failed."""
-    return job_report(await load_job(svc, job_id), svc.jobs.clock())
+    return job_report(await load_job(svc, job_id, tenant), svc.jobs.clock())
 
 
 @router.delete("/v1/jobs/{job_id}", status_code=202)
-async def cancel_job(job_id: str, request: Request, svc: Svc) -> JobView:
+async def cancel_job(job_id: str, request: Request, svc: Svc, tenant: CurrentTenant) -> JobView:
     """Cancel: a queued job stops at once, a running one at its next stage boundary."""
-    await load_job(svc, job_id)
+    await load_job(svc, job_id, tenant)
     try:
         record = await asyncio.to_thread(svc.jobs.request_cancel, job_id)
     except JobFinishedError as e:
@@ -154,11 +164,13 @@ async def cancel_job(job_id: str, request: Request, svc: Svc) -> JobView:
 async def list_jobs(
     request: Request,
     svc: Svc,
+    tenant: CurrentTenant,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(pattern=JOB_ID)] = None,
 ) -> JobList:
-    """Newest first. Page with `after=<last id>`."""
-    records = await asyncio.to_thread(svc.jobs.list_records, status, limit, after)
+    """Newest first. Page with `after=<last id>`. A tenant sees its own jobs; an admin key sees all."""
+    owner = None if tenant.admin else tenant.id
+    records = await asyncio.to_thread(svc.jobs.list_records, status, limit, after, 2000, owner)
     views = [job_view(r, svc.storage, str(request.base_url)) for r in records]
     return JobList(jobs=views, next_after=views[-1].id if len(views) == limit else None)
