@@ -76,14 +76,24 @@ def active_job_key(job_id: str) -> str:
     return f"index/active/{check_id(job_id)}"
 
 
-def stage_prefix(job_id: str, index: int, stage: str) -> str:
+def _attempt_part(attempt: int) -> str:
+    if not 0 <= attempt < 10_000:
+        raise InvalidKeyPartError(f"attempt {attempt} outside 0..9999")
+    return f"a{attempt}"
+
+
+def stage_prefix(job_id: str, index: int, stage: str, attempt: int = 0) -> str:
+    """Where attempt `attempt` of the job writes stage `index`'s checkpoint: every attempt has keys of its
+    own, so a superseded attempt can never overwrite what a newer one wrote."""
     if not 0 <= index < 100:
         raise InvalidKeyPartError(f"stage index {index} outside 0..99")
-    return f"jobs/{check_id(job_id)}/stages/{index:02d}-{check_name(stage)}/"
+    return f"jobs/{check_id(job_id)}/{_attempt_part(attempt)}/stages/{index:02d}-{check_name(stage)}/"
 
 
-def output_key(job_id: str, name: str) -> str:
-    return f"outputs/{check_id(job_id)}/{check_name(name)}"
+def output_key(job_id: str, name: str, attempt: int = 0) -> str:
+    """Where attempt `attempt` of the job publishes output `name`; only the keys its (fenced) final
+    record names count as the job's result."""
+    return f"outputs/{check_id(job_id)}/{_attempt_part(attempt)}/{check_name(name)}"
 
 
 def upload_key(upload_id: str, name: str) -> str:

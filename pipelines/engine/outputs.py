@@ -12,7 +12,7 @@ from pipelines.engine.stages import StageContext
 
 def store_audio(ctx: StageContext, name: str, audio: Audio, fmt: AudioFormat) -> dict[str, Any]:
     """Write `outputs/{job_id}/{name}.{fmt}`; return its result entry (the ingress adds a presigned URL)."""
-    key = output_key(ctx.job.id, f"{name}.{fmt}")
+    key = output_key(ctx.job.id, f"{name}.{fmt}", ctx.job.attempt)
     ctx.storage.put_bytes(key, encode(audio, fmt), MEDIA_TYPES[fmt])
     return {
         "key": key,
@@ -25,6 +25,6 @@ def store_audio(ctx: StageContext, name: str, audio: Audio, fmt: AudioFormat) ->
 
 def store_json(ctx: StageContext, name: str, body: Any) -> dict[str, Any]:
     """Write `outputs/{job_id}/{name}.json`; return its result entry."""
-    key = output_key(ctx.job.id, f"{name}.json")
+    key = output_key(ctx.job.id, f"{name}.json", ctx.job.attempt)
     ctx.storage.put_bytes(key, json.dumps(body, indent=1).encode(), "application/json")
     return {"key": key, "media_type": "application/json"}

@@ -297,8 +297,8 @@ class StageRunner(Generic[R]):
         record = StageRecord(
             index=index,
             name=stage.name,
-            prefix=stage_prefix(self.job.id, index, stage.name),
-            manifest_key=stage_prefix(self.job.id, index, stage.name) + "manifest.json",
+            prefix=stage_prefix(self.job.id, index, stage.name, self.attempt),
+            manifest_key=stage_prefix(self.job.id, index, stage.name, self.attempt) + "manifest.json",
             fingerprint=expected,
             objects={check_name(n): sha256(body) for n, body in result.objects.items()},
             sizes={n: len(body) for n, body in result.objects.items()},

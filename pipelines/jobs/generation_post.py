@@ -179,7 +179,7 @@ async def store_clip(ctx: StageContext[G]) -> StageResult:
 def _store(ctx: StageContext[G]) -> StageResult:
     audio = decode(ctx.object(Mastered, CLIP))
     metadata = generation_metadata(ctx, audio)
-    png_key = output_key(ctx.job.id, SPECTROGRAM)
+    png_key = output_key(ctx.job.id, SPECTROGRAM, ctx.job.attempt)
     ctx.storage.put_bytes(png_key, ctx.object(Spectrogram, SPECTROGRAM), "image/png")
     result = {
         "audio": store_audio(ctx, "audio", audio, ctx.request.format),

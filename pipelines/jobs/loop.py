@@ -197,7 +197,7 @@ def job_audio_output(record: JobRecord, output: str | None) -> tuple[str, dict[s
         raise LoopSourceError(
             "unknown_output", f"job {record.id} has no audio output {output!r}: {sorted(audio)}"
         )
-    if not re.fullmatch(rf"outputs/{record.id}/[A-Za-z0-9._-]+", str(audio[output]["key"])):
+    if not re.fullmatch(rf"outputs/{record.id}/(a\d+/)?[A-Za-z0-9._-]+", str(audio[output]["key"])):
         raise LoopSourceError("source_has_no_audio", f"job {record.id}'s output {output!r} has no stored key")
     return output, audio[output]
 
@@ -246,7 +246,7 @@ def _render(ctx: StageContext[LoopJobRequest]) -> Stored:
     request, analysed = ctx.request, ctx.output(LoopAnalysed)
     audio, _ = load_source(ctx.storage, request)
     total = round(request.target_duration_s * audio.sample_rate)
-    key = output_key(ctx.job.id, f"loop.{request.format}")
+    key = output_key(ctx.job.id, f"loop.{request.format}", ctx.job.attempt)
     stored = stream_loop(
         ctx.storage,
         key,

@@ -116,7 +116,7 @@ async def store_stage(ctx: Ctx) -> StageResult:
 
 def _store(ctx: Ctx) -> StageResult:
     request, transcribed = ctx.request, ctx.output(Transcribed)
-    srt_key = output_key(ctx.job.id, "transcript.srt")
+    srt_key = output_key(ctx.job.id, "transcript.srt", ctx.job.attempt)
     ctx.storage.put_bytes(srt_key, lines_to_srt(transcribed.lines).encode(), "application/x-subrip")
     transcript = transcript_body(transcribed.lines, transcribed.language, transcribed.model)
     models = used_models(ctx)

@@ -51,7 +51,7 @@ def test_separation_job_fans_out_segments_and_stores_stems(base_url: str) -> Non
     for name in ("drums", "bass", "other", "vocals"):
         samples, rate = fetch(result[name]["url"])
         assert rate == 44100 and samples.shape == (2, 12 * 44100) and np.isfinite(samples).all()
-        assert result[name]["key"] == f"outputs/{job['id']}/{name}.flac"
+        assert result[name]["key"] == f"outputs/{job['id']}/a1/{name}.flac"
 
 
 def test_vocals_mode_and_idempotent_file_resubmission(base_url: str) -> None:

@@ -55,7 +55,7 @@ def test_music_job_end_to_end(client: SoundstageClient, storage: Any) -> None:
     assert samples.shape == (64000, 1) and np.isfinite(samples).all()
     stored_meta = json.loads(httpx.get(result["metadata"]["url"]).content)
     assert stored_meta["seed"] == 7 and "loudness_lufs" in stored_meta
-    assert result["audio"]["key"] == f"outputs/{job['id']}/audio.flac"
+    assert result["audio"]["key"] == f"outputs/{job['id']}/a1/audio.flac"
     # The debug model's noise may fail the quality check: regenerated at most twice, never failing the job.
     quality = stored_meta["quality"]
     assert 0 <= quality["regenerations"] <= 2 and len(quality["attempts"]) == quality["regenerations"] + 1

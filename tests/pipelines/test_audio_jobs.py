@@ -134,7 +134,7 @@ def test_separate_job_stores_stems_and_metadata(storage: Storage, settings: Sett
     gains = STEM_GAINS | {"no_vocals": 0.6}
     for name in stems:
         entry = result[name]
-        assert entry["key"] == output_key(job_id, f"{name}.flac") and entry["media_type"] == "audio/flac"
+        assert entry["key"] == output_key(job_id, f"{name}.flac", 1) and entry["media_type"] == "audio/flac"
         stored = decode(storage.get_bytes(entry["key"]))
         np.testing.assert_allclose(stored.samples, gains[name] * audio.samples, atol=1e-4)
     assert ctx.output(Separated).stems == stems
@@ -182,7 +182,8 @@ def test_pitch_shift_job(storage: Storage, settings: Settings) -> None:
     assert fake.calls == [(-3.5, False)]
     assert result["metadata"] == {"semitones": -3.5, "preserve_formants": False}
     assert (
-        result["audio"]["key"] == output_key(job_id, "shifted.wav") and result["audio"]["duration_s"] == 2.0
+        result["audio"]["key"] == output_key(job_id, "shifted.wav", 1)
+        and result["audio"]["duration_s"] == 2.0
     )
     stored = decode(storage.get_bytes(result["audio"]["key"]))
     np.testing.assert_allclose(stored.samples, 0.5 * audio.samples, atol=1e-6)
@@ -199,7 +200,7 @@ def test_diarize_job_stores_the_turns_json(storage: Storage, settings: Settings)
     result = job_result(ctx)
     assert fake.calls == [2]
     assert result == {
-        "turns": {"key": output_key(job_id, "turns.json"), "media_type": "application/json"},
+        "turns": {"key": output_key(job_id, "turns.json", 1), "media_type": "application/json"},
         "num_speakers": 2,
     }
     card = asyncio.run(fake.info())

@@ -148,10 +148,10 @@ def test_clean_generator_is_not_regenerated(jobs: JobStore, storage: Storage) ->
 def test_outputs_audio_spectrogram_metadata(jobs: JobStore, storage: Storage) -> None:
     job = claimed_job(jobs, format="flac")
     result = job_result(run(jobs, job, CleanGenerator()))
-    assert result["audio"]["key"] == f"outputs/{job.id}/audio.flac"
-    assert result["spectrogram"]["key"] == f"outputs/{job.id}/spectrogram.png"
+    assert result["audio"]["key"] == f"outputs/{job.id}/a1/audio.flac"
+    assert result["spectrogram"]["key"] == f"outputs/{job.id}/a1/spectrogram.png"
     assert result["spectrogram"]["media_type"] == "image/png"
-    assert result["metadata"]["key"] == f"outputs/{job.id}/metadata.json"
+    assert result["metadata"]["key"] == f"outputs/{job.id}/a1/metadata.json"
     audio = decode(storage.get_bytes(result["audio"]["key"]))
     assert audio.sample_rate == SAMPLE_RATE and audio.num_samples == 2 * SAMPLE_RATE
     assert loudness_lufs(audio) == pytest.approx(-14.0, abs=0.5)

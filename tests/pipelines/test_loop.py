@@ -242,7 +242,7 @@ def test_ten_minute_loop_job_of_a_five_second_clip(storage: Storage) -> None:
     _, job, ctx = run_job(storage, request)
     result = job_result(ctx)
     audio, loop = result["audio"], result["metadata"]["loop"]
-    assert audio["key"] == output_key(job.id, "loop.flac") and audio["media_type"] == "audio/flac"
+    assert audio["key"] == output_key(job.id, "loop.flac", 1) and audio["media_type"] == "audio/flac"
     body = storage.get_bytes(audio["key"])
     assert len(body) == audio["bytes"] and sha256_hex(body) == audio["sha256"]
     out = decode(body).samples

@@ -167,7 +167,7 @@ def test_stages_commit_objects_manifest_then_record(jobs: JobStore, storage: Sto
         assert manifest["objects"] == stage.objects
         for name, digest in stage.objects.items():
             assert sha256(storage.get_bytes(stage.prefix + name)) == digest
-    assert record.stages[0].prefix == f"jobs/{job.id}/stages/00-numbers/"
+    assert record.stages[0].prefix == f"jobs/{job.id}/a1/stages/00-numbers/"  # attempt 1's own keys
 
 
 def test_resume_skips_committed_stages_and_restores_typed_records(jobs: JobStore) -> None:
