@@ -23,12 +23,27 @@ from transformers import (
 
 from infra.audio import Audio
 from models.common import prompt_seeds
+from models.static_decoding import (
+    DECODER_KINDS,
+    Conditioning,
+    DecoderKind,
+    DelayPattern,
+    StaticDecoder,
+    sample_top_k,
+)
 from models.types import ModelInfo
 
 
 def dtype_for(device: str) -> torch.dtype:
-    """float16 on CUDA (half the memory, tensor cores), float32 elsewhere (CPU half is slow and lossy)."""
-    return torch.float16 if device.startswith("cuda") else torch.float32
+    """bfloat16 on CUDA (half the memory, tensor cores, and float32's range: T5 overflows in float16),
+    float32 elsewhere (CPU half precision is slow and lossy)."""
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def default_decoder(device: str) -> DecoderKind:
+    """ "compiled" on CUDA (static cache, CUDA graphs); "eager" (transformers' `generate`) elsewhere, where
+    compiling costs more than it saves on short clips."""
+    return "compiled" if device.startswith("cuda") else "eager"
 
 
 class RowSampler(LogitsProcessor):
@@ -54,16 +69,23 @@ class RowSampler(LogitsProcessor):
         chosen = torch.full_like(scores, -math.inf)
         return cast(torch.FloatTensor, chosen.scatter_(1, tokens[:, None], 0.0))
 
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @property
+    def top_k(self) -> int:
+        return self._top_k
+
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """Inverse-CDF sampling of one token per row `[B * K]` from the top-k of `logits / temperature`."""
-        logits = logits / self._temperature
-        kth = torch.topk(logits, min(self._top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        probs = torch.softmax(logits.masked_fill(logits < kth, -math.inf), dim=-1)
-        cdf = torch.cumsum(probs, dim=-1)
+        """One token per row `[B * K]` from the top-k of `logits / temperature`, K uniforms per prompt."""
         draws = torch.cat([torch.rand(self._num_codebooks, generator=g) for g in self._generators])
-        # right=True never lands on a zero-probability token; scaling by cdf[-1] keeps it in range.
-        targets = draws.to(cdf.device)[:, None] * cdf[:, -1:]
-        return torch.searchsorted(cdf, targets, right=True).squeeze(1)
+        return sample_top_k(logits, draws, self._temperature, self._top_k)
+
+    def draws(self, steps: int) -> torch.Tensor:
+        """The uniforms of the next `steps` steps at once, `[steps, B * K]`: the same numbers, in the same
+        order, as `steps` calls would draw (a CPU generator's stream does not depend on how it is split)."""
+        return torch.cat([torch.rand(steps, self._num_codebooks, generator=g) for g in self._generators], 1)
 
 
 class _SamplerLastList(LogitsProcessorList):
@@ -127,7 +149,11 @@ def trimmed_audio(waveforms: torch.Tensor, num_samples: int, sample_rate: int) -
 
 class DelayedCodebookModel:
     """What MusicGen and MusicGen-Melody share: a transformers model, its tokenizer, the `ModelInfo` that
-    names its weights, and the device it runs on."""
+    names its weights, the device it runs on, and the decoding loop (`decoder`):
+      eager     transformers' `generate` (dynamic cache, one Python-driven forward per step)
+      static    `models.static_decoding.StaticDecoder`: static KV cache, guidance in one 2B-row forward
+      compiled  the same with the step `torch.compile`d (CUDA graphs on CUDA)
+    All three sample the same tokens for the same seed; None picks `default_decoder(device)`."""
 
     def __init__(
         self,
@@ -135,12 +161,21 @@ class DelayedCodebookModel:
         tokenizer: PreTrainedTokenizerBase,
         info: ModelInfo,
         device: str,
+        *,
+        decoder: DecoderKind | None = None,
     ) -> None:
+        decoder = default_decoder(device) if decoder is None else decoder
+        if decoder not in DECODER_KINDS:
+            raise ValueError(f"decoder must be one of {DECODER_KINDS}, got {decoder!r}")
         # transformers wraps `PreTrainedModel.to` in functools.wraps(nn.Module.to): mypy sees it unbound.
         self._model = model.to(device=device, dtype=dtype_for(device)).eval()  # type: ignore[call-arg]
         self._tokenizer = tokenizer
         self._info = info
         self.device = device
+        self.decoder: DecoderKind = decoder
+        self._static = None
+        if decoder != "eager":
+            self._static = StaticDecoder(self._model.decoder, compiled=decoder == "compiled")
 
     @property
     def sample_rate(self) -> int:
@@ -200,11 +235,69 @@ class DelayedCodebookModel:
     def _decode(
         self, inputs: Mapping[str, Any], config: GenerationConfig, sampler: RowSampler, **extra: Any
     ) -> torch.Tensor:
-        """Decoded audio `[B, C, T']` of `generate` on the tokenized `inputs` (and `extra` arguments)."""
+        """Decoded audio `[B, C, T']` for the tokenized `inputs`, `config.max_new_tokens` sampled steps and
+        `config.guidance_scale`; `extra` may hold `decoder_input_ids` (prompt codes `[B * K, S]`)."""
         with torch.inference_mode():
-            return cast(
-                torch.Tensor,
-                self._model.generate(
-                    **inputs, **extra, generation_config=config, logits_processor=_SamplerLastList([sampler])
-                ),
+            if self._static is None:
+                return cast(
+                    torch.Tensor,
+                    self._model.generate(
+                        **inputs,
+                        **extra,
+                        generation_config=config,
+                        logits_processor=_SamplerLastList([sampler]),
+                    ),
+                )
+            return self._codes_to_audio(
+                self._static_codes(inputs, config, sampler, extra.get("decoder_input_ids"))
             )
+
+    def _static_codes(
+        self,
+        inputs: Mapping[str, Any],
+        config: GenerationConfig,
+        sampler: RowSampler,
+        prompt_codes: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Codes `[B, K, F]` sampled by the static decoder (the same tokens as `generate` would sample)."""
+        assert self._static is not None and config.max_new_tokens is not None
+        batch, num_codebooks = inputs["input_ids"].shape[0], self._model.decoder.num_codebooks
+        if prompt_codes is None:
+            prompt_codes = torch.zeros((batch * num_codebooks, 0), dtype=torch.long, device=self.device)
+        pad_id = self._model.generation_config.decoder_start_token_id
+        assert isinstance(pad_id, int), f"decoder_start_token_id must be set, got {pad_id!r}"
+        prompt = prompt_codes.reshape(batch, num_codebooks, -1)
+        pattern = DelayPattern.build(prompt, config.max_new_tokens, pad_id, self.channels)
+        guidance = float(config.guidance_scale or 1.0)
+        tokens = self._static.generate(
+            self._conditioning(inputs, guidance),
+            pattern,
+            sampler.draws(config.max_new_tokens).to(self.device),
+            guidance_scale=guidance,
+            temperature=sampler.temperature,
+            top_k=sampler.top_k,
+        )
+        return pattern.frames(tokens)
+
+    def _conditioning(self, inputs: Mapping[str, Any], guidance_scale: float) -> Conditioning:
+        """MusicGen's cross-attention states `[R, S, D]`: the text encoder's (projected to the decoder's
+        width), then zeros for the unconditional half under guidance, masked to the prompt's tokens."""
+        model = cast(MusicgenForConditionalGeneration, self._model)
+        mask = inputs["attention_mask"]
+        states = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        if guidance_scale > 1:
+            states = torch.cat([states, torch.zeros_like(states)])
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        projection = getattr(model, "enc_to_dec_proj", None)
+        if projection is not None:  # exists when the text encoder is narrower or wider than the decoder
+            states = projection(states)
+        return Conditioning(states=states * mask[..., None], mask=mask)
+
+    def _codes_to_audio(self, codes: torch.Tensor) -> torch.Tensor:
+        """The codec's audio `[B, C, T']` for codes `[B, K, F]` (stereo: even codebooks left, odd right)."""
+        codec = self._model.audio_encoder
+        frames, scales = codes[None], [None] * codes.shape[0]
+        if self.channels == 1:
+            return cast(torch.Tensor, codec.decode(frames, audio_scales=scales).audio_values)
+        sides = [codec.decode(frames[:, :, side::2], audio_scales=scales).audio_values for side in (0, 1)]
+        return torch.cat(sides, dim=1)

@@ -39,6 +39,7 @@ from models.delayed_codebooks import (
     trimmed_audio,
     validate_settings,
 )
+from models.static_decoding import DecoderKind
 from models.types import WeightsKind
 
 logger = logging.getLogger(__name__)
@@ -175,12 +176,15 @@ class MusicGen(DelayedCodebookModel):
         device: str = "auto",
         cache_dir: Path | None = None,
         revision: str | None = None,
+        decoder: DecoderKind | None = None,
     ) -> Self:
         """Load `uri`: "debug" (tiny random model, no files), a local folder, or a hub id.
 
         Folders must hold `save_pretrained` output (safetensors); a hub id such as
         "facebook/musicgen-small" is fetched with `cache_dir`/`revision`. `device` "auto" picks CUDA when
-        visible; weights are float16 on CUDA, float32 on CPU. Raises `ModelLoadingError`.
+        visible; weights are bfloat16 on CUDA, float32 on CPU. `decoder` ("eager", "static" or
+        "compiled"; default "compiled" on CUDA, "eager" elsewhere) is the decoding loop, see
+        `DelayedCodebookModel`. Raises `ModelLoadingError`.
         """
         device = resolve_device(device)
         (model, tokenizer), info = load_or_debug(
@@ -191,7 +195,7 @@ class MusicGen(DelayedCodebookModel):
             weights=lambda loaded: saved_weights_kind(loaded[0]),
         )
         log_loaded(logger, cls.__name__, info, device)
-        return cls(model, tokenizer, info, device)
+        return cls(model, tokenizer, info, device, decoder=decoder)
 
     @classmethod
     def _tiny_config(cls) -> MusicgenConfig:

@@ -37,6 +37,7 @@ from models.delayed_codebooks import (
     validate_settings,
 )
 from models.musicgen import debug_codec, debug_composite, randomize_codebooks, saved_weights_kind
+from models.static_decoding import Conditioning, DecoderKind
 from models.types import ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -147,8 +148,10 @@ class MusicGenMelody(DelayedCodebookModel):
         chroma: ChromaExtractor,
         info: ModelInfo,
         device: str,
+        *,
+        decoder: DecoderKind | None = None,
     ) -> None:
-        super().__init__(model, tokenizer, info, device)
+        super().__init__(model, tokenizer, info, device, decoder=decoder)
         self._chroma = chroma
 
     @classmethod
@@ -159,12 +162,14 @@ class MusicGenMelody(DelayedCodebookModel):
         device: str = "auto",
         cache_dir: Path | None = None,
         revision: str | None = None,
+        decoder: DecoderKind | None = None,
     ) -> MusicGenMelody:
         """Load `uri`: "debug" (tiny random model, no files), a local folder, or a hub id.
 
         Folders must hold `save_pretrained` output (safetensors); a hub id such as "facebook/musicgen-melody"
-        is fetched with `cache_dir`/`revision`. `device` "auto" picks CUDA when visible; weights are float16
-        on CUDA, float32 on CPU. Raises `ModelLoadingError`.
+        is fetched with `cache_dir`/`revision`. `device` "auto" picks CUDA when visible; weights are bfloat16
+        on CUDA, float32 on CPU. `decoder` is the decoding loop, as in `MusicGen.from_pretrained`.
+        Raises `ModelLoadingError`.
         """
         device = resolve_device(device)
         (model, tokenizer, chroma), info = load_or_debug(
@@ -176,7 +181,7 @@ class MusicGenMelody(DelayedCodebookModel):
             weights=lambda loaded: saved_weights_kind(loaded[0]),
         )
         log_loaded(logger, "MusicGen-Melody", info, device)
-        return cls(model, tokenizer, chroma, info, device)
+        return cls(model, tokenizer, chroma, info, device, decoder=decoder)
 
     def melody_chroma(self, melody: Audio) -> torch.Tensor:
         """The one-hot chroma `[frames, 12]` the model is conditioned on (see `ChromaExtractor`)."""
@@ -226,6 +231,29 @@ class MusicGenMelody(DelayedCodebookModel):
             inputs["input_features"] = chroma.expand(len(prompts), -1, -1).to(self._model.dtype)
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
         return self._decode(inputs, config, sampler)
+
+    def _conditioning(self, inputs: Mapping[str, Any], guidance_scale: float) -> Conditioning:
+        """MusicGen-Melody's prefix `[R, P, D]`: the projected chroma (or the "no melody" chroma, bin 0),
+        looped or cut to `chroma_length` frames, then the projected text states; under guidance the
+        unconditional half has the "no melody" chroma and zeroed text."""
+        model = cast(MusicgenMelodyForConditionalGeneration, self._model)
+        mask = inputs["attention_mask"]
+        text = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        if model.text_encoder.config.hidden_size != model.decoder.config.hidden_size:
+            text = model.enc_to_dec_proj(text)
+        melody = inputs.get("input_features")
+        shape = (text.shape[0], 1 if melody is None else melody.shape[1], model.config.num_chroma)
+        no_melody = torch.zeros(shape, device=text.device, dtype=text.dtype)
+        no_melody[:, :, 0] = 1
+        melody = no_melody if melody is None else melody
+        if guidance_scale > 1:
+            text, mask = torch.cat([text, torch.zeros_like(text)]), torch.cat([mask, torch.zeros_like(mask)])
+            melody = torch.cat([melody, no_melody])
+        if model.config.num_chroma != model.decoder.config.hidden_size:
+            melody = model.audio_enc_to_dec_proj(melody)
+        chroma_length = model.config.chroma_length
+        melody = melody.repeat(1, -(-chroma_length // melody.shape[1]), 1)[:, :chroma_length]
+        return Conditioning(prefix=torch.cat([melody, text * mask[..., None]], dim=1))
 
     def save_pretrained(self, path: Path) -> None:
         """Write weights (safetensors), config, generation config, tokenizer and chroma settings to `path`."""
