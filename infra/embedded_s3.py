@@ -9,6 +9,7 @@ to use that instead.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ LOCAL_SECRET_KEY = "soundstage-local-secret"
 PORTS_FILE = "soundstage-ports.json"
 IDENTITIES_FILE = "soundstage-s3-identities.json"
 LOG_FILE = "weed.log"
+LOCK_FILE = "soundstage-store.lock"  # held while a store runs on the data dir: one store per dir
 CANARY_KEY = "system/embedded-store-ready"  # written and read back at start-up
 LOG_TAIL_BYTES = 4000
 # `weed mini` component -> its port flags. gRPC ports are given too: by default they are the HTTP port
@@ -139,6 +141,7 @@ class EmbeddedS3:
         self.on_crash = on_crash
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._lock: IO[str] | None = None
         self._stopping = False
         self._crash: EmbeddedS3Error | None = None
 
@@ -220,19 +223,19 @@ class EmbeddedS3:
     def start(self, timeout_s: float = 60.0) -> EmbeddedS3:
         """Start the store, wait until its S3 API answers (at most `timeout_s`), create the bucket."""
         began = time.monotonic()
-        self._prepare_data_dir()
         self._stopping = False
         self._crash = None
-        self._log = self.log_path.open("wb")
-        self._process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the store in order
-        )
         try:
+            self._prepare_data_dir()
+            self._log = self.log_path.open("wb")
+            self._process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the store in order
+            )
             self._wait_ready(began + timeout_s)
         except BaseException:
             self.stop()
@@ -252,11 +255,27 @@ class EmbeddedS3:
     def _prepare_data_dir(self) -> None:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
             if self.log_path.exists():
                 self.log_path.replace(self.log_path.with_suffix(".log.1"))
             self._write_identities()
         except OSError as e:
             raise EmbeddedS3Error(f"cannot use {self.data_dir} as the store's data dir: {e}") from e
+
+    def _take_lock(self) -> None:
+        """Two stores on one data dir would corrupt it: refuse to start a second one."""
+        lock = (self.data_dir / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise EmbeddedS3Error(f"{self.data_dir} is in use by another embedded store ({holder})") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        self._lock = lock
 
     def _write_identities(self) -> None:
         """The S3 credentials the store accepts (one admin identity), readable by this user only."""
@@ -351,6 +370,9 @@ class EmbeddedS3:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def __enter__(self) -> EmbeddedS3:
         return self.start()

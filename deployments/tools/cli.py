@@ -14,8 +14,10 @@ from typing import Any
 from tqdm import tqdm
 
 from infra.client import ApiRequestError, JobFailedError, SoundstageClient, download
+from infra.embedded_s3 import EmbeddedS3Error
 from infra.model_store import pull_model, push_model
 from infra.settings import SettingsError, load_settings
+from infra.store_probe import StoreProbeError
 
 DEFAULT_URL = os.environ.get("SOUNDSTAGE_URL", "http://127.0.0.1:8000")
 
@@ -25,7 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SettingsError, ApiRequestError, JobFailedError, TimeoutError) as e:
+    except (
+        SettingsError,
+        ApiRequestError,
+        JobFailedError,
+        TimeoutError,
+        EmbeddedS3Error,
+        StoreProbeError,
+    ) as e:
         print(f"soundstage: {e}", file=sys.stderr)
         return 1
 
@@ -40,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--first-job", action="store_true", help="run a first music job once it is up")
     serve.add_argument("--exit", action="store_true", help="stop everything after --first-job")
     serve.add_argument("--output-dir", type=Path, default=Path("soundstage-output"))
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the embedded S3 store keeps jobs, uploads and outputs across restarts "
+        "(default: $XDG_DATA_HOME/soundstage, else ~/.local/share/soundstage); unused when "
+        "SOUNDSTAGE_S3_ENDPOINT_URL names another store",
+    )
     serve.add_argument("--verbose", action="store_true", help="stream replica logs to this terminal")
     serve.set_defaults(func=cmd_serve)
 
@@ -119,7 +136,9 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.tools.local_stack import LocalStack, LocalStackOptions
 
-    options = LocalStackOptions(port=args.port, config_path=args.config, log_to_driver=args.verbose)
+    options = LocalStackOptions(
+        port=args.port, config_path=args.config, log_to_driver=args.verbose, data_dir=args.data_dir
+    )
     stack = LocalStack(options)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -133,11 +152,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _follow(client, job["id"], args.output_dir)
         if not args.exit:
             print("serving; press Ctrl-C to stop")
-            stopped.wait()
+            while not stopped.wait(1.0):
+                stack.check()  # the embedded store exiting on its own ends the stack, with its log
     except KeyboardInterrupt:
         pass
     finally:
-        print("stopping Ray, Serve and the embedded S3 server")
+        print("stopping Ray, Serve and the embedded S3 store")
         stack.stop()
     return 0
 
@@ -152,7 +172,11 @@ def _print_urls(stack: Any, verbose: bool) -> None:
     print(f"  API docs:        {stack.base_url}/docs")
     print(f"  health:          {stack.base_url}/healthz")
     if stack.s3 is not None:
-        print(f"  embedded S3:     {stack.s3.endpoint_url} (bucket {stack.settings.s3_bucket}, in memory)")
+        print(f"  embedded S3:     {stack.s3.endpoint_url} (bucket {stack.settings.s3_bucket}, SeaweedFS)")
+        print(f"  data dir:        {stack.s3.data_dir} (kept across restarts; log {stack.s3.log_path.name})")
+    else:
+        endpoint = stack.settings.s3_endpoint_url or "AWS S3"
+        print(f"  S3 store:        {endpoint} (bucket {stack.settings.s3_bucket})")
     if not verbose:
         print("  replica logs:    /tmp/ray/session_latest/logs/serve/ (or run with --verbose)")
 

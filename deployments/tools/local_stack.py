@@ -1,5 +1,6 @@
-"""The local stack: a Ray cluster on this machine, the embedded S3 server (unless an endpoint is
-configured) and the soundstage app deployed from `serve_config.yaml`'s local profile."""
+"""The local stack: a Ray cluster on this machine, the embedded S3 store (SeaweedFS, data in the data
+dir; unless an endpoint is configured) and the soundstage app deployed from `serve_config.yaml`'s local
+profile. Whichever store it is, it must pass the conditional-write probe before anything is served."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from deployments.tools.serve_config import deploy, load_config, local_profile
-from infra.embedded_s3 import EmbeddedS3
+from infra.embedded_s3 import EmbeddedS3, default_data_dir
 from infra.settings import Settings, load_settings
+from infra.storage import Storage
+from infra.store_probe import probe_conditional_writes
 
 logger = logging.getLogger(__name__)
 RAY_START_TRIES = 3
@@ -30,6 +33,7 @@ class LocalStackOptions:
     user_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     log_to_driver: bool = True
+    data_dir: Path | None = None  # default: infra.embedded_s3.default_data_dir()
 
 
 def enable_ray_token_auth() -> None:
@@ -51,19 +55,31 @@ class LocalStack:
     def __init__(self, options: LocalStackOptions | None = None) -> None:
         self.options = options or LocalStackOptions()
         self.s3: EmbeddedS3 | None = None
-        self.settings: Settings = load_settings()
+        self.configured: Settings = load_settings()
+        self.settings: Settings = self.configured  # pointed at the embedded store once it runs
         self._started_ray = False
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.options.port}"
 
+    @property
+    def data_dir(self) -> Path:
+        """Where the embedded store keeps its data (in `seaweedfs/` under it)."""
+        return self.options.data_dir or default_data_dir()
+
     def start(self) -> LocalStack:
         env = self._settings_env()
-        if self.settings.s3_endpoint_url is None:
-            self.s3 = EmbeddedS3(self.settings).start()
-            self.settings = self.s3.settings
-            env.update(self.s3.env)
+        self.settings = self.configured
+        try:
+            if self.settings.s3_endpoint_url is None:
+                self.s3 = EmbeddedS3(self.settings, data_dir=self.data_dir / "seaweedfs").start()
+                self.settings = self.s3.settings
+                env.update(self.s3.env)
+            probe_conditional_writes(Storage(self.settings))
+        except BaseException:
+            self._stop_store()
+            raise
         self._start_ray()
         config = local_profile(
             load_config(self.options.config_path),
@@ -78,6 +94,11 @@ class LocalStack:
         )
         deploy(config)
         return self
+
+    def check(self) -> None:
+        """Raise `EmbeddedS3Error` if the embedded store has stopped without being asked to."""
+        if self.s3 is not None:
+            self.s3.check()
 
     def _settings_env(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if k.startswith("SOUNDSTAGE_")}
@@ -118,6 +139,9 @@ class LocalStack:
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+        self._stop_store()
+
+    def _stop_store(self) -> None:
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None

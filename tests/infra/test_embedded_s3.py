@@ -140,3 +140,10 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(EmbeddedS3Error, match="cannot use"):
         EmbeddedS3(Settings(), data_dir=path).start()
+
+
+def test_one_store_per_data_dir(s3: EmbeddedS3) -> None:
+    with pytest.raises(EmbeddedS3Error, match=f"in use by another embedded store \\(pid {os.getpid()}\\)"):
+        EmbeddedS3(Settings(), data_dir=s3.data_dir).start()
+    assert s3.running
+    Storage(s3.settings).ping()
