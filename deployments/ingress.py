@@ -29,7 +29,9 @@ from pipelines.engine.clients import Models
 class Ingress:
     def __init__(self, runner: Any, models: Models) -> None:
         settings = load_settings()
-        storage = Storage(settings)
+        # A request waits out only a short store outage, then answers 503 + Retry-After.
+        edge = settings.model_copy(update={"s3_outage_tolerance_s": settings.s3_edge_outage_tolerance_s})
+        storage = Storage(edge)
         self.services = Services(
             settings=settings, storage=storage, jobs=JobStore(storage), models=models, runner=runner
         )

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     multipart_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
     s3_connect_timeout_s: float = Field(default=5.0, gt=0, description="Connect timeout of one S3 request.")
     s3_read_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout of one S3 request.")
+    s3_edge_outage_tolerance_s: float = Field(
+        default=5.0, ge=0, description="The same for the HTTP edge, which answers 503 + Retry-After after it."
+    )
     s3_outage_tolerance_s: float = Field(
         default=120.0,
         ge=0,

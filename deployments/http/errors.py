@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra import audio as audio_io
 from infra.audio import AudioError
+from infra.storage import TransientStorageError
 from infra.uploads import UploadNotFoundError
 from infra.voice_store import VoiceNotFoundError
 from pipelines.engine.kinds import AdmissionError
@@ -128,10 +129,20 @@ RETRY_AFTER_S = 1
 _OVERLOADED = {"BackPressureError", "DeploymentUnavailableError", "ReplicaUnavailableError"}
 
 
+STORE_RETRY_AFTER_S = 5
+
+
 def overload_error(error: BaseException) -> ApiError | None:
     """503 + `Retry-After` when a model deployment refused the call for being full (Serve's
-    `BackPressureError`) or had no replica; None for anything else. Matched by name: the edge maps
-    what Serve raises without its text."""
+    `BackPressureError`) or had no replica, or the object store is unreachable; None for anything
+    else. Serve's errors are matched by name: the edge maps what Serve raises without its text."""
+    if isinstance(error, TransientStorageError):
+        return ApiError(
+            503,
+            "storage_unavailable",
+            "the object store is unreachable; retry after the delay in Retry-After",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
     if type(error).__name__ in _OVERLOADED:
         return ApiError(
             503,
