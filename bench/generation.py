@@ -22,14 +22,24 @@ deployment, `--max-batch-size` and `--batch-wait-s` as the deployments' user_con
 `--device-only` runs the two in-process paths only, on `--device`, and imports neither Ray nor anything from
 deployments/ or the Ray/boto3 parts of infra/: the mode for a GPU machine without Ray.
 
+`--device-only --decoders eager static compiled` compares the decoding loops instead
+(models/static_decoding.py): for each `--batch-sizes` B, one `generate` of B prompts per loop, after an
+untimed warm-up (which compiles); it prints decoder steps/s, audio s per wall s (x real time), peak CUDA
+memory, each loop's speed-up over eager at the same B, its throughput at B over its own at B = 1, and how
+many clips equal eager's.
+
 Run from the repository root:
   .venv/bin/python bench/generation.py                         # debug models, CPU, with the stack
   python bench/generation.py --device-only --size small --device cuda --duration-s 10 --prompts 8
+  python bench/generation.py --device-only --size small --device cuda --duration-s 10 --models musicgen \
+      --decoders eager compiled --batch-sizes 1 4 16
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,7 +64,9 @@ from transformers.models.encodec.modeling_encodec import EncodecEuclideanCodeboo
 from infra.audio import Audio
 from models.audiogen import AudioGen
 from models.common import resolve_device
+from models.delayed_codebooks import dtype_for
 from models.musicgen import WEIGHTS_CONFIG_KEY, MusicGen
+from models.static_decoding import DECODER_KINDS, DecoderKind
 from models.types import ModelInfo
 
 DEVICE_PACKAGES = ("torch", "transformers", "numpy")
@@ -277,11 +289,59 @@ def describe(family: str, model: MusicGen, work: Workload) -> str:
     )
 
 
+def with_decoder(model: MusicGen, decoder: DecoderKind) -> MusicGen:
+    """The same weights and tokenizer behind another decoding loop."""
+    return type(model)(model._model, model._tokenizer, model.info, model.device, decoder=decoder)
+
+
+def decoder_rows(family: str, model: MusicGen, args: argparse.Namespace) -> list[str]:
+    """Eager vs static vs compiled at each batch size: steps/s, x real time, peak memory and ratios."""
+    steps = math.ceil(args.duration_s * model.frame_rate) + model._model.decoder.num_codebooks - 1
+    loops = {decoder: with_decoder(model, decoder) for decoder in args.decoders}
+    lines = [
+        f"{family:<9}{'loop':<10}{'B':>4}{'median s':>10}{'steps/s':>9}{'x real time':>13}{'peak GB':>9}"
+        f"{'vs eager':>10}{'vs B=1':>8}  clips = eager"
+    ]
+    per_clip: dict[str, float] = {}
+    for batch in args.batch_sizes:
+        work = Workload(
+            workload(family, args).prompts[:1] * batch, tuple(range(batch)), args.duration_s, batch
+        )
+        calls: dict[str, Callable[[], list[Audio]]] = {
+            name: functools.partial(
+                loop.generate, list(work.prompts), duration_s=work.duration_s, seeds=list(work.seeds)
+            )
+            for name, loop in loops.items()
+        }
+        measured = measure(calls, args.reps, model.device)
+        for name, times in measured.seconds.items():
+            median = float(np.median(times))
+            per_clip.setdefault(name, median)  # the first batch size is the baseline
+            eager = float(np.median(measured.seconds.get("eager", times)))
+            same = sum(
+                np.array_equal(a.samples, b.samples)
+                for a, b in zip(measured.clips[name], measured.clips.get("eager", []), strict=False)
+            )
+            lines.append(
+                f"{'':<9}{name:<10}{batch:>4}{median:>10.3f}{steps / median:>9.1f}"
+                f"{work.audio_s / median:>13.2f}"
+                f"{measured.peak_gb[name]:>9.2f}{eager / median:>9.2f}x"
+                f"{batch * per_clip[name] / median / args.batch_sizes[0]:>7.2f}x  {same}/{batch}"
+            )
+    return lines
+
+
 def run_device_only(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     if device.startswith("cuda"):
-        print(f"gpu       {torch.cuda.get_device_name(device)}, float16 weights")
+        print(f"gpu       {torch.cuda.get_device_name(device)}, {dtype_for(device)} weights")
     for family in args.models:
+        if args.decoders:
+            model = random_model(family, args.size, device)
+            print(describe(family, model, workload(family, args)).split(";")[0])
+            print("\n".join(decoder_rows(family, model, args)))
+            del model
+            continue
         model = random_model(family, args.size, device)
         work = workload(family, args)
         print(describe(family, model, work))
@@ -352,6 +412,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=4,
         help="in-process batch and @serve.batch size (4, as configured)",
+    )
+    parser.add_argument(
+        "--decoders",
+        nargs="+",
+        choices=DECODER_KINDS,
+        default=[],
+        help="--device-only: compare decoding loops",
+    )
+    parser.add_argument(
+        "--batch-sizes", nargs="+", type=int, default=[1, 4, 16], help="with --decoders (1 4 16)"
     )
     parser.add_argument("--batch-wait-s", type=float, default=0.05, help="batch_wait_timeout_s (0.05)")
     parser.add_argument(
