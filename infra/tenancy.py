@@ -30,6 +30,11 @@ class Tenant:
         """Whether something owned by `owner` is visible to this tenant."""
         return self.admin or owner == self.id
 
+    @property
+    def scope(self) -> str | None:
+        """The owner a store read is limited to: this tenant's id, or None (all) for an admin."""
+        return None if self.admin else self.id
+
 
 OPEN = Tenant(id=None, admin=True)
 

@@ -17,6 +17,7 @@ from deployments.http.speech import MEDIA_TYPES, SPEECH_MODELS, SpeechRequest, e
 from deployments.http.transcripts import Granularity, ResponseFormat
 from deployments.http.voices import load_reference
 from infra.audio import Audio
+from infra.tenancy import Tenant
 from pipelines.jobs.voice_replace import VOICE_ID
 
 logger = logging.getLogger(__name__)
@@ -50,12 +51,12 @@ async def create_transcription(
 
 
 @router.post("/v1/audio/speech")
-async def create_speech(body: SpeechRequest, svc: Svc) -> StreamingResponse:
+async def create_speech(body: SpeechRequest, svc: Svc, tenant: CurrentTenant) -> StreamingResponse:
     """OpenAI-compatible text to speech in a stock voice or a registered `voice_id`, streamed sentence
     by sentence (WAV, PCM; MP3 and FLAC when complete)."""
     if body.model not in SPEECH_MODELS:
         raise ApiError(422, "unknown_model", f"model {body.model!r}; use one of {sorted(SPEECH_MODELS)}")
-    stream = sentences_audio(await _voice(svc, body), body.input)
+    stream = sentences_audio(await _voice(svc, body, tenant), body.input)
     try:
         first = await anext(stream)  # bad input fails here, before the response starts
     except (ValueError, StopAsyncIteration) as e:
@@ -67,12 +68,13 @@ async def create_speech(body: SpeechRequest, svc: Svc) -> StreamingResponse:
     )
 
 
-async def _voice(svc: Services, body: SpeechRequest) -> Callable[[str], Awaitable[Audio]]:
-    """How to speak one sentence in `body.voice`: a registered (cloned) voice or a stock one."""
+async def _voice(svc: Services, body: SpeechRequest, tenant: Tenant) -> Callable[[str], Awaitable[Audio]]:
+    """How to speak one sentence in `body.voice`: a registered (cloned) voice of the caller's tenant
+    (another tenant's is 404 `voice_not_found`) or a stock one."""
     if VOICE_ID.match(body.voice):
         if body.speed != 1.0:
             raise ApiError(422, "invalid_input", "speed is only supported for stock voices")
-        reference = await asyncio.to_thread(load_reference, svc.storage, body.voice)
+        reference = await asyncio.to_thread(load_reference, svc.storage, body.voice, tenant.scope)
         return lambda piece: svc.models.voice_clone.synthesize(text=piece, reference=reference)
     stock = await svc.models.tts.voices()
     if body.voice not in stock:

@@ -43,7 +43,7 @@ async def submit(
     upload_id = getattr(body, "upload_id", None)
     if isinstance(upload_id, str) and not tenant.admin:
         await asyncio.to_thread(upload_info, svc.storage, upload_id, tenant.id)
-    admitted = await kind.admit(body, svc.admission)
+    admitted = await kind.admit(body, svc.admission_for(tenant))
     payload = admitted.model_dump(mode="json")
     try:
         record, created = await asyncio.to_thread(svc.jobs.create, kind.name, payload, key, tenant.id)

@@ -7,6 +7,7 @@ The ingress builds one `Services` per replica and puts it on `app.state`; routes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -38,6 +39,10 @@ class Services:
     @property
     def admission(self) -> Admission:
         return Admission(storage=self.storage, jobs=self.jobs, settings=self.settings, models=self.models)
+
+    def admission_for(self, tenant: Tenant) -> Admission:
+        """What a job of `tenant`'s is admitted with: it may only name that tenant's voices and uploads."""
+        return dataclasses.replace(self.admission, owner=tenant.scope)
 
     def dispatch(self, job_id: str) -> None:
         """Hand the job to a runner without waiting; runners' sweeps pick it up if this call is lost."""

@@ -35,12 +35,15 @@ class AdmissionError(ValueError):
 
 @dataclass(frozen=True)
 class Admission:
-    """What `admit` may consult: the object store, the job store, the settings and the model clients."""
+    """What `admit` may consult: the object store, the job store, the settings and the model clients.
+    `owner` is the tenant the job will belong to, which the voices and uploads it names must belong to
+    too (None: no such check, for an admin key or the open API)."""
 
     storage: Storage
     jobs: JobStore
     settings: Settings
     models: Models
+    owner: str | None = None
 
 
 async def admit_as_is(request: Any, admission: Admission) -> Any:

@@ -86,10 +86,11 @@ async def admit_voice_replace(
 
 
 async def _check_voice(voice: str, admission: Admission) -> None:
-    """`unknown_voice` unless `voice` is a stock voice of the TTS deployment or a registered voice_id."""
+    """`unknown_voice` unless `voice` is a stock voice of the TTS deployment or a voice_id registered by
+    the job's tenant (another tenant's voice is answered exactly like one that does not exist)."""
     if is_voice_id(voice):
         try:
-            await asyncio.to_thread(voice_store.load_profile, admission.storage, voice)
+            await asyncio.to_thread(voice_store.load_profile, admission.storage, voice, admission.owner)
         except VoiceNotFoundError as e:
             raise AdmissionError("unknown_voice", str(e)) from e
         return
