@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import json
 import logging
-import resource
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -25,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord
 from infra.storage import ObjectNotFoundError, Storage, check_name, retrying, stage_prefix
+from pipelines.engine.checkpoints import RetryPolicy, describe, fingerprint, peak_rss_bytes, sha256
 from pipelines.engine.clients import ModelClient, Models
 
 logger = logging.getLogger(__name__)
@@ -157,49 +155,6 @@ class Stage(Generic[R]):
     run: Callable[[StageContext[R]], Awaitable[StageResult]]
     output: type[StageOutput]
     models: Callable[[R, Models], Sequence[ModelClient]] = no_models
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff for transient failures: `tries` attempts, waits `base_s * 2**n`."""
-
-    tries: int = 3
-    base_s: float = 0.5
-    is_transient: Callable[[BaseException], bool] = lambda e: isinstance(e, (TimeoutError, ConnectionError))
-
-
-def fingerprint(
-    stage: str,
-    request_hash: str,
-    previous: Sequence[StageRecord],
-    models: Mapping[str, Mapping[str, Any]] | None = None,
-    version: int = 1,
-) -> str:
-    """Hash of the stage name, the job kind's version, the job's request (its parameters), every earlier
-    stage's object digests and facts, and the identity (id, revision, weights kind) of each model the
-    stage runs."""
-    parts = [
-        stage,
-        f"version={version}",
-        request_hash,
-        json.dumps(models or {}, sort_keys=True),
-        *(json.dumps({"objects": r.objects, "facts": r.facts}, sort_keys=True) for r in previous),
-    ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def describe(error: BaseException) -> str:
-    """One bounded line for an error in a job record."""
-    return f"{type(error).__name__}: {error}"[:500]
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 class StageRunner(Generic[R]):
