@@ -27,6 +27,7 @@ from ray import exceptions as ray_exceptions
 from ray import serve
 
 from infra.jobs import JobError, JobNotFoundError, JobRecord, JobStatus, JobStore, StaleAttemptError
+from infra.retention import apply_lifecycle_rules, sweep_expired
 from infra.settings import Settings, load_settings
 from infra.storage import Storage, TransientStorageError
 from pipelines.engine.clients import Models
@@ -135,9 +136,15 @@ class JobRunner:
         return await asyncio.get_running_loop().run_in_executor(self._lease_pool, call)
 
     async def _sweep_forever(self) -> None:
+        last_retention = 0.0
+        with contextlib.suppress(Exception):  # best effort: the retention sweep applies either way
+            await self._leased(lambda: apply_lifecycle_rules(self.jobs.storage))
         while True:
             try:
                 await self._sweep_once()
+                if self.jobs.clock() - last_retention > self.settings.retention_sweep_interval_s:
+                    last_retention = self.jobs.clock()
+                    await self._leased(lambda: sweep_expired(self.jobs))
             except Exception:
                 logger.exception("job sweep failed; trying again next interval")
             await asyncio.sleep(self.settings.job_reclaim_interval_s)

@@ -117,6 +117,7 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     result: dict[str, Any] | None = None
     request_hash: str = ""
+    outputs_expired_at: float | None = None  # set when retention deleted the outputs
     owner: str | None = None  # the tenant (API key) that made it; None: made without tenancy
     created_at: float
     updated_at: float
@@ -170,10 +171,12 @@ class JobStore:
         request: dict[str, Any],
         idempotency_key: str | None = None,
         owner: str | None = None,
+        job_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Create a queued job; with `idempotency_key`, return the existing job instead (created=False)."""
+        """Create a queued job; with `idempotency_key`, return the existing job instead (created=False).
+        `job_id`: the id to use (one from `new_job_id`, reserved beforehand, e.g. by a quota)."""
         digest = request_hash(kind, request)
-        job_id = new_job_id(self.clock())
+        job_id = check_id(job_id) if job_id is not None else new_job_id(self.clock())
         if idempotency_key is not None:
             job_id = self._claim_idempotency_key(kind, idempotency_key, job_id, owner)
         now = self.clock()

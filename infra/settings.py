@@ -6,12 +6,41 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SettingsError(RuntimeError):
     """Settings failed validation; the message names each offending `SOUNDSTAGE_*` variable."""
+
+
+# OpenAI's speech voices, each spoken here by a stock voice (SOUNDSTAGE_OPENAI_VOICES replaces the table).
+OPENAI_VOICE_NAMES = (
+    "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+    "shimmer", "verse",
+)  # fmt: skip
+DEFAULT_STOCK_VOICE = "heart"
+
+
+class QuotaLimits(BaseModel):
+    """One tenant's limits; None is no limit. Audio-seconds are what a job or sync route generates (its
+    requested durations) plus what it processes (its input's duration), per UTC day."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrent_jobs: int | None = Field(default=16, ge=1, description="Queued or running jobs at once.")
+    requests_per_minute: int | None = Field(default=600, ge=1, description="`/v1` requests per minute.")
+    audio_seconds_per_day: float | None = Field(
+        default=None, gt=0, description="Generated + processed audio-seconds per UTC day."
+    )
 
 
 class Settings(BaseSettings):
@@ -82,6 +111,20 @@ class Settings(BaseSettings):
         default_factory=lambda: [80, 443],
         description="Ports a `url` input may name while the SSRF guard is on (JSON list, e.g. [443]).",
     )
+    # Quotas per tenant (infra/quotas.py), counted in the object store so every ingress replica agrees.
+    quota_default: QuotaLimits = Field(
+        default_factory=lambda: QuotaLimits(),
+        description="Every tenant's limits unless `quotas` names it (JSON object of QuotaLimits fields).",
+    )
+    quotas: dict[str, QuotaLimits] = Field(
+        default_factory=dict,
+        description='Limits per tenant, replacing the default, e.g. {"alice": {"requests_per_minute": 120}}.',
+    )
+
+    openai_voices: dict[str, str] = Field(
+        default_factory=lambda: dict.fromkeys(OPENAI_VOICE_NAMES, DEFAULT_STOCK_VOICE),
+        description="OpenAI voice name -> stock voice on /v1/audio/speech (JSON object; replaces the table).",
+    )
 
     # Jobs.
     job_lease_s: float = Field(default=30.0, ge=1.0)
@@ -90,6 +133,16 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(
         default=6 * 3600.0, gt=0, description="A job's deadline (all attempts' work)."
     )
+    # Retention (infra/retention.py), applied by the runners' sweep every retention_sweep_interval_s.
+    retention_uploads_s: float = Field(default=7 * 86400.0, gt=0, description="Uploads not used by a job.")
+    retention_checkpoints_s: float = Field(default=2 * 86400.0, gt=0, description="After a job finished.")
+    retention_outputs_s: float = Field(default=30 * 86400.0, gt=0, description="After a job finished.")
+    retention_outputs_by_kind_s: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per job kind, e.g. {"loop": 604800}: overrides retention_outputs_s.',
+    )
+    retention_idempotency_s: float = Field(default=86400.0, gt=0, description="Idempotency-Key markers.")
+    retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
     job_stage_timeout_s: float = Field(
         default=3600.0, gt=0, description="Default deadline of one stage (a job kind may set its own)."
     )
@@ -119,6 +172,10 @@ class Settings(BaseSettings):
         if self.job_reclaim_interval_s > self.job_lease_s:
             raise ValueError("SOUNDSTAGE_JOB_RECLAIM_INTERVAL_S must not exceed SOUNDSTAGE_JOB_LEASE_S")
         return self
+
+    def quota_for(self, tenant: str) -> QuotaLimits:
+        """The limits of `tenant`: its own entry in `quotas`, else `quota_default`."""
+        return self.quotas.get(tenant, self.quota_default)
 
     @property
     def job_heartbeat_s(self) -> float:

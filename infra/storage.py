@@ -243,6 +243,17 @@ class Storage:
             raise error from e
         return True
 
+    def last_modified(self, key: str) -> float | None:
+        """When `key` was last written (seconds since the epoch), or None if it does not exist."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as e:
+            error = _translate(e, key)
+            if isinstance(error, ObjectNotFoundError):
+                return None
+            raise error from e
+        return float(head["LastModified"].timestamp())
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)

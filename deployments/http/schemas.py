@@ -33,6 +33,7 @@ class JobView(BaseModel):
     stages: list[StageView]
     error: JobError | None
     result: dict[str, Any] | None
+    outputs_expired_at: float | None = None  # retention deleted the outputs: `result` is then null
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -126,7 +127,10 @@ def job_view(record: JobRecord, storage: Storage, base_url: str) -> JobView:
         request=record.request,
         stages=[StageView.model_validate(s.model_dump()) for s in record.stages],
         error=record.error,
-        result=_with_urls(record.result, storage) if record.result else None,
+        result=_with_urls(record.result, storage)
+        if record.result and not record.outputs_expired_at
+        else None,
+        outputs_expired_at=record.outputs_expired_at,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
