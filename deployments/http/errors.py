@@ -1,4 +1,9 @@
-"""HTTP edge rules for the ingress: JSON error bodies `{error: {code, message}}`, body-size limit."""
+"""HTTP edge rules for the ingress: JSON error bodies, body-size limit.
+
+soundstage's own routes answer `{error: {code, message}}`. The OpenAI-compatible routes (`/v1/audio/*`,
+`/v1/models`) answer in OpenAI's shape, `{error: {message, type, param, code}}`, and with 400 where
+soundstage says 422 (OpenAI has no 422): `error_response` picks the shape from the request path.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +36,20 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ApiError(Exception):
     """An error the client can act on: an HTTP status, a stable code and a message."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.param = param  # the request field at fault, where one is (OpenAI's error `param`)
 
 
 # Too big to take: 413; a container we do not read: 415; every other bad audio file: 422.
@@ -56,10 +69,32 @@ def domain_error(error: Exception) -> ApiError | None:
     return None
 
 
+# OpenAI's error `type`: `invalid_request_error` for every 4xx but 429 (`requests`), `server_error` for 5xx.
+_OPENAI_TYPES = {429: "requests"}
+
+
+def is_openai_path(path: str) -> bool:
+    """The OpenAI-compatible routes: `/v1/audio/*` and `/v1/models[/{id}]`."""
+    return path.startswith(("/v1/audio/", "/v1/models/")) or path == "/v1/models"
+
+
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
+    param: str | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, **extra}}
+    """The error body for a request to `path`: OpenAI's shape on the OpenAI routes, ours elsewhere."""
+    if is_openai_path(path):
+        status = 400 if status == 422 else status
+        kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    else:
+        body = {"error": {"code": code, "message": message, **extra}}
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
@@ -74,16 +109,23 @@ def _validation_message(errors: list[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as JSON with a 4xx code unless the server itself is at fault (then 500)."""
 
-    async def _client_error(_: Request, e: Exception) -> JSONResponse:
+    async def _client_error(request: Request, e: Exception) -> JSONResponse:
         mapped = domain_error(e)
         assert mapped is not None
-        return error_response(mapped.status, mapped.code, mapped.message, headers=mapped.headers)
+        return error_response(
+            mapped.status,
+            mapped.code,
+            mapped.message,
+            mapped.headers,
+            path=request.url.path,
+            param=mapped.param,
+        )
 
     for error_type in (ApiError, AdmissionError, UploadNotFoundError, VoiceNotFoundError, AudioError):
         app.add_exception_handler(error_type, _client_error)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         errors = list(e.errors())
         code = (
             "malformed_json"
@@ -100,23 +142,32 @@ def install_error_handlers(app: FastAPI) -> None:
             }
             for err in errors
         ]
-        return error_response(422, code, _validation_message(errors), details=details)
+        path = request.url.path
+        param = _param(errors[0]) if errors else None
+        return error_response(422, code, _validation_message(errors), path=path, param=param, details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         code, message = _HTTP_ERRORS.get(e.status_code, ("http_error", "the request cannot be served"))
-        return error_response(e.status_code, code, message)
+        return error_response(e.status_code, code, message, path=request.url.path)
 
     @app.exception_handler(Exception)
     async def _fault(request: Request, e: Exception) -> JSONResponse:
+        path = request.url.path
         overloaded = overload_error(e)
         if overloaded is not None:
-            logger.warning("overloaded on %s %s: %s", request.method, request.url.path, type(e).__name__)
+            logger.warning("overloaded on %s %s: %s", request.method, path, type(e).__name__)
             return error_response(
-                overloaded.status, overloaded.code, overloaded.message, headers=overloaded.headers
+                overloaded.status, overloaded.code, overloaded.message, overloaded.headers, path=path
             )
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+        logger.exception("unhandled error on %s %s", request.method, path)
+        return error_response(500, "internal_error", "internal server error", path=path)
+
+
+def _param(error: Any) -> str | None:
+    """The request field a validation error is about (OpenAI's `param`): `voice`, `speed`, …"""
+    where = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "form")]
+    return ".".join(where) or None
 
 
 # Starlette's own errors (no route, wrong method, a body the parser could not read), in our words.
@@ -206,6 +257,9 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(
-            413, "body_too_large", f"request body exceeds {limit} bytes (or has a bad Content-Length)"
+            413,
+            "body_too_large",
+            f"request body exceeds {limit} bytes (or has a bad Content-Length)",
+            path=str(scope.get("path", "")),
         )
         await response(scope, receive, send)

@@ -38,7 +38,10 @@ class Authenticate:
         tenant = OPEN if self.keys.open else self._tenant(scope)
         if tenant is None:
             response = error_response(
-                401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)"
+                401,
+                "unauthorized",
+                "missing or invalid API key (Authorization: Bearer <key>)",
+                path=str(scope.get("path", "")),
             )
             response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, send)
@@ -81,7 +84,9 @@ def _checked(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     async def checked(*args: Any, **kwargs: Any) -> Any:
         where = non_finite_at(kwargs)
         if where is not None:
-            raise ApiError(422, "invalid_request", f"{where}: must be a finite number (not NaN or infinity)")
+            raise ApiError(
+                422, "invalid_request", f"{where}: must be a finite number (not NaN or infinity)", param=where
+            )
         return await endpoint(*args, **kwargs)
 
     return checked
