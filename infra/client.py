@@ -51,8 +51,9 @@ class SoundstageClient:
     def health(self) -> dict[str, Any]:
         return dict(self._json(self.http.get("/healthz")))
 
-    def models(self) -> dict[str, Any]:
-        return dict(self._json(self.http.get("/v1/models")))
+    def deployments(self) -> dict[str, Any]:
+        """Each model deployment's status (`GET /v1/deployments`)."""
+        return dict(self._json(self.http.get("/v1/deployments")))
 
     def submit(self, kind: str, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -160,10 +160,21 @@ class Word:
 
 @dataclass(frozen=True)
 class Segment:
+    """One decoded segment; times in seconds. The decoder's own facts come with it, as Whisper gives them:
+    `seek` (the window's start in 10 ms mel frames from the start of the audio), `tokens` (its text
+    token ids), the sampling `temperature` it was decoded at, `avg_logprob`, `compression_ratio` (gzip
+    ratio of its text) and `no_speech_prob`."""
+
     start: float
     end: float
     text: str
     words: tuple[Word, ...]
+    seek: int = 0
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ WINDOW_S = 30  # Whisper's fixed input window
 # The VAD settings of faster-whisper's batched pipeline: speech regions of at most one window.
 _VAD_OPTIONS = {"max_speech_duration_s": WINDOW_S, "min_silence_duration_ms": 160}
 _FRAMES_PER_S = 100  # Whisper's mel frames (hop 160 at 16 kHz): the unit of faster-whisper's `seek`
+_FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's own default
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
@@ -90,12 +91,15 @@ class Whisper:
         language: str | None = None,
         word_timestamps: bool = True,
         beam_size: int = 5,
+        temperature: float = 0.0,
+        prompt: str | None = None,
     ) -> Transcript:
         """Transcribe one recording of any length (windows decoded one after another).
 
-        language: ISO 639-1 code, or `None` to detect it (from the first 30 s). Raises `ValueError` for a
-        language the model does not know (anything but `en` on an `.en` model), `AudioError` for empty or
-        non-finite audio.
+        language: ISO 639-1 code, or `None` to detect it (from the first 30 s). temperature: sampling
+        temperature, 0 (default) for beam search. prompt: text that conditions every window (Whisper's
+        `initial_prompt`: spellings, names, style). Raises `ValueError` for a language the model does not
+        know (anything but `en` on an `.en` model), `AudioError` for empty or non-finite audio.
         """
         self._check_language(language)
         samples = self._prepare(audio)
@@ -104,6 +108,8 @@ class Whisper:
             language=language,
             beam_size=beam_size,
             word_timestamps=word_timestamps,
+            temperature=temperature_schedule(temperature),
+            initial_prompt=prompt,
             condition_on_previous_text=False,
             vad_filter=True,
             vad_parameters=dict(_VAD_OPTIONS),
@@ -120,6 +126,8 @@ class Whisper:
         word_timestamps: bool = True,
         beam_size: int = 5,
         batch_size: int = 8,
+        temperature: float = 0.0,
+        prompt: str | None = None,
     ) -> list[Transcript]:
         """Transcribe several recordings, decoding up to `batch_size` 30 s windows in one model call.
 
@@ -138,8 +146,10 @@ class Whisper:
         results: list[Transcript | None] = [None] * len(prepared)
         for lang in dict.fromkeys(lang for lang, _ in detected):
             group = [i for i, (code, _) in enumerate(detected) if code == lang]
+            options: dict[str, Any] = {"beam_size": beam_size, "initial_prompt": prompt}
+            options["temperature"] = temperature_schedule(temperature)
             batched = self._transcribe_joined(
-                [prepared[i] for i in group], lang, word_timestamps, beam_size, batch_size
+                [prepared[i] for i in group], lang, word_timestamps, options, batch_size
             )
             for i, segments in zip(group, batched, strict=True):
                 results[i] = Transcript(lang, detected[i][1], prepared[i].size / SAMPLE_RATE, segments)
@@ -150,7 +160,7 @@ class Whisper:
         samples: list[npt.NDArray[np.float32]],
         language: str,
         word_timestamps: bool,
-        beam_size: int,
+        options: dict[str, Any],
         batch_size: int,
     ) -> list[tuple[Segment, ...]]:
         """Concatenate the recordings and hand their windows to the batched pipeline as explicit clips,
@@ -171,11 +181,11 @@ class Whisper:
             segments, _ = BatchedInferencePipeline(self._model).transcribe(
                 np.concatenate(samples),
                 language=language,
-                beam_size=beam_size,
                 word_timestamps=word_timestamps,
                 clip_timestamps=clips,
                 batch_size=batch_size,
                 without_timestamps=False,
+                **options,
             )
             for s in segments:
                 i = owner[s.seek]
@@ -205,6 +215,13 @@ class Whisper:
         return np.ascontiguousarray(mono.samples[0], dtype=np.float32)
 
 
+def temperature_schedule(temperature: float) -> float | tuple[float, ...]:
+    """What faster-whisper is given for a request's `temperature` (OpenAI's meaning): 0 is greedy/beam
+    decoding that falls back to higher temperatures when a window's compression ratio or log probability
+    looks wrong (faster-whisper's default schedule); above 0, that temperature alone."""
+    return _FALLBACK_TEMPERATURES if temperature == 0.0 else temperature
+
+
 def speech_windows(regions: Sequence[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
     """Merge consecutive speech regions (sample spans, in order) into windows of at most `max_len`
     samples, keeping the pauses between them; a region longer than `max_len` is cut into pieces."""
@@ -227,7 +244,18 @@ def _segment(segment: Any, offset_s: float, duration_s: float) -> Segment:
     words = tuple(
         Word(at(w.start), at(w.end), w.word.strip(), float(w.probability)) for w in segment.words or ()
     )
-    return Segment(at(segment.start), at(segment.end), segment.text.strip(), words)
+    return Segment(
+        at(segment.start),
+        at(segment.end),
+        segment.text.strip(),
+        words,
+        seek=max(0, int(segment.seek) - round(offset_s * _FRAMES_PER_S)),
+        tokens=tuple(int(t) for t in segment.tokens),
+        temperature=float(segment.temperature or 0.0),
+        avg_logprob=float(segment.avg_logprob),
+        compression_ratio=float(segment.compression_ratio),
+        no_speech_prob=float(segment.no_speech_prob),
+    )
 
 
 def _resolve(uri: str, cache_dir: Path | None) -> tuple[Path, ModelInfo]:

@@ -27,10 +27,13 @@ class TranscriptionCall:
     audio: Audio
     language: str | None
     word_timestamps: bool
+    temperature: float = 0.0
+    prompt: str | None = None
 
     @property
-    def batch_key(self) -> tuple[str | None, bool]:
-        return (self.language, self.word_timestamps)
+    def batch_key(self) -> tuple[str | None, bool, float, str | None]:
+        """Calls decoded with the same options share a batch."""
+        return (self.language, self.word_timestamps, self.temperature, self.prompt)
 
 
 @serve.deployment(
@@ -60,11 +63,17 @@ class ASRDeployment(ModelHost):
         return list(self.model.supported_languages)
 
     async def transcribe(
-        self, audio: Audio, language: str | None = None, word_timestamps: bool = True
+        self,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = True,
+        temperature: float = 0.0,
+        prompt: str | None = None,
     ) -> Transcript:
-        """Transcript with segments and word timestamps (seconds); `ValueError` for an unknown language."""
+        """Transcript with segments and word timestamps (seconds); `ValueError` for an unknown language.
+        `temperature` and `prompt` as in `Whisper.transcribe`."""
         result: Transcript | Exception = await self._batch(
-            TranscriptionCall(audio, language, word_timestamps)
+            TranscriptionCall(audio, language, word_timestamps, temperature, prompt)
         )
         if isinstance(result, Exception):
             raise result
@@ -72,11 +81,11 @@ class ASRDeployment(ModelHost):
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _batch(self, calls: list[TranscriptionCall]) -> list[Transcript | Exception]:
-        groups: dict[tuple[str | None, bool], list[int]] = defaultdict(list)
+        groups: dict[tuple[str | None, bool, float, str | None], list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
             groups[call.batch_key].append(i)
         results: list[Transcript | Exception] = [ValueError("not transcribed")] * len(calls)
-        for (language, words), indices in groups.items():
+        for (language, words, temperature, prompt), indices in groups.items():
             audios = [calls[i].audio for i in indices]
             try:
                 transcripts = await asyncio.to_thread(
@@ -85,6 +94,8 @@ class ASRDeployment(ModelHost):
                     language=language,
                     word_timestamps=words,
                     beam_size=self.beam_size,
+                    temperature=temperature,
+                    prompt=prompt,
                 )
             except ValueError as e:  # bad language: that group's callers get the error, not the others
                 transcripts = [e] * len(indices)
@@ -97,9 +108,20 @@ class ASRClient(DeploymentClient):
     """Typed client of `ASRDeployment`."""
 
     async def transcribe(
-        self, *, audio: Audio, language: str | None = None, word_timestamps: bool = False
+        self,
+        *,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+        prompt: str | None = None,
     ) -> Transcript:
         transcript: Transcript = await self._call(
-            "transcribe", audio=audio, language=language, word_timestamps=word_timestamps
+            "transcribe",
+            audio=audio,
+            language=language,
+            word_timestamps=word_timestamps,
+            temperature=temperature,
+            prompt=prompt,
         )
         return transcript

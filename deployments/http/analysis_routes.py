@@ -11,6 +11,7 @@ from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import FileField, UploadIdField, input_audio, require_one, stored_input
 from deployments.http.jobs import submit
+from deployments.http.openai_models import TRANSCRIPTION_MODELS
 from deployments.http.services import Authorized, CurrentTenant, Svc
 from deployments.http.transcripts import Granularity, ResponseFormat, to_srt, to_verbose_json, to_vtt
 from infra.audio import Audio
@@ -20,7 +21,6 @@ from pipelines.engine.clients import ASRClient, DiarizerClient
 from pipelines.jobs.diarize import DIARIZE_KIND, DiarizeJobRequest, turns_body
 from pipelines.voice.attribution import assign_word_speakers
 
-OPENAI_MODEL_ALIASES = {"whisper-1", "default"}
 router = APIRouter(route_class=EdgeRoute, tags=["audio"], dependencies=[Authorized])
 
 
@@ -88,15 +88,25 @@ async def diarize(
 
 
 def check_model_name(model: str, model_id: str) -> None:
-    if model not in OPENAI_MODEL_ALIASES | {model_id}:
-        raise ApiError(422, "unknown_model", f"model {model!r} is not served; use 'whisper-1'")
+    if model not in {*TRANSCRIPTION_MODELS, "default", model_id}:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {model!r} is not served; use one of {TRANSCRIPTION_MODELS}",
+            param="model",
+        )
 
 
-async def transcribe(asr: ASRClient, audio: Audio, language: str | None) -> Transcript:
+async def transcribe(
+    asr: ASRClient, audio: Audio, language: str | None, temperature: float = 0.0, prompt: str | None = None
+) -> Transcript:
     try:
-        return await asr.transcribe(audio=audio, language=language, word_timestamps=True)
+        return await asr.transcribe(
+            audio=audio, language=language, word_timestamps=True, temperature=temperature, prompt=prompt
+        )
     except ValueError as e:
-        raise ApiError(422, "unsupported_language", f"language {language!r} is not supported") from e
+        message = f"language {language!r} is not supported"
+        raise ApiError(422, "unsupported_language", message, param="language") from e
 
 
 async def speakers(

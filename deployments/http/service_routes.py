@@ -1,4 +1,6 @@
-"""Service routes: liveness (`/healthz`) and the model deployments' status (`/v1/models`)."""
+"""Service routes: liveness (`/healthz`) and the model deployments' status (`/v1/deployments`).
+
+`/v1/models` is OpenAI's model list (`openai_models.py`)."""
 
 import asyncio
 
@@ -24,8 +26,8 @@ async def healthz(svc: Svc) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/v1/models", dependencies=[Authorized])
-async def list_models(svc: Svc) -> ModelsView:
+@router.get("/v1/deployments", dependencies=[Authorized])
+async def list_deployments(svc: Svc) -> ModelsView:
     """Each model deployment: model id, revision, weights kind, device, replica states."""
     cards = [await client.info() for client in svc.models.all()]
     status = await asyncio.to_thread(serve.status)

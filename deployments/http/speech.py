@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,17 +14,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.http.errors import overload_error
-from infra.audio import Audio, encode
+from infra.audio import Audio, encode, resample
 from models.tts import split_sentences
 
 SpeechFormat = Literal["mp3", "wav", "flac", "pcm"]
+PCM_RATE = 24000  # OpenAI's `pcm`: 24 kHz mono s16le, whatever rate the voice renders at
 MEDIA_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
     "flac": "audio/flac",
     "pcm": "audio/pcm",
 }
-SPEECH_MODELS = {"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "hibari"}
 MAX_INPUT_CHARS = 4096
 
 
@@ -33,9 +35,22 @@ class SpeechRequest(BaseModel):
 
     model: str = Field(description="`tts-1`, `tts-1-hd`, `gpt-4o-mini-tts` or `hibari`: all the stock TTS.")
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
-    voice: str = Field(min_length=1, max_length=100)
+    voice: str = Field(
+        min_length=1,
+        max_length=100,
+        description="A stock voice, an OpenAI voice name (mapped by SOUNDSTAGE_OPENAI_VOICES) or a voice_id.",
+    )
+    instructions: str | None = Field(
+        default=None,
+        max_length=MAX_INPUT_CHARS,
+        description="Accepted and not used: the stock TTS and the cloned voices have no style prompt.",
+    )
     response_format: SpeechFormat = "mp3"
-    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    speed: float = Field(default=1.0, ge=0.25, le=4.0, description="Stock voices only (a voice_id: 1.0).")
+    stream_format: Literal["audio", "sse"] = Field(
+        default="audio",
+        description="`audio`: the bytes; `sse`: `speech.audio.delta` events (base64), `speech.audio.done`.",
+    )
 
 
 def pcm16(audio: Audio) -> bytes:
@@ -113,7 +128,20 @@ async def encoded_stream(
     if fmt == "wav":
         yield streaming_wav_header(first.sample_rate)
     async for audio in _chain(first, rest):
-        yield pcm16(audio)
+        yield pcm16(resample(audio, PCM_RATE) if fmt == "pcm" else audio)
+
+
+async def sse_events(audio: AsyncIterator[bytes], characters: int) -> AsyncIterator[bytes]:
+    """OpenAI's speech SSE: one `speech.audio.delta` per encoded chunk (base64), then `speech.audio.done`
+    with usage (input characters, no tokens: this TTS has none)."""
+    async for chunk in audio:
+        yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode("ascii")})
+    usage = {"input_tokens": characters, "output_tokens": 0, "total_tokens": characters}
+    yield _event({"type": "speech.audio.done", "usage": usage})
+
+
+def _event(body: dict[str, object]) -> bytes:
+    return f"data: {json.dumps(body)}\n\n".encode()
 
 
 async def _chain(first: Audio, rest: AsyncIterator[Audio]) -> AsyncIterator[Audio]:

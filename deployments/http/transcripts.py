@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from models.types import Segment, Transcript
@@ -79,13 +80,38 @@ def to_verbose_json(
 def _segment_json(index: int, segment: Segment, speaker: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": index,
+        "seek": segment.seek,
         "start": segment.start,
         "end": segment.end,
         "text": segment.text,
+        "tokens": list(segment.tokens),
+        "temperature": segment.temperature,
+        "avg_logprob": segment.avg_logprob,
+        "compression_ratio": segment.compression_ratio,
+        "no_speech_prob": segment.no_speech_prob,
     }
     if speaker is not None:
         body["speaker"] = speaker
     return body
+
+
+def text_events(transcript: Transcript) -> Iterator[bytes]:
+    """OpenAI's transcription stream (Server-Sent Events): a `transcript.text.delta` per segment, then
+    `transcript.text.done` with the whole text and the decoder's token count as usage."""
+    started = False
+    for segment in transcript.segments:
+        if segment.text:  # deltas join as `Transcript.text` does: one space between segments
+            yield _event(
+                {"type": "transcript.text.delta", "delta": f" {segment.text}" if started else segment.text}
+            )
+            started = True
+    tokens = sum(len(s.tokens) for s in transcript.segments)
+    usage = {"type": "tokens", "input_tokens": 0, "output_tokens": tokens, "total_tokens": tokens}
+    yield _event({"type": "transcript.text.done", "text": transcript.text, "usage": usage})
+
+
+def _event(body: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(body)}\n\n".encode()
 
 
 def _word_json(text: str, start: float, end: float, speaker: str | None) -> dict[str, Any]:

@@ -222,7 +222,7 @@ def _follow(client: SoundstageClient, job_id: str, output_dir: Path) -> dict[str
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    for deployment in SoundstageClient(args.url, api_key=args.api_key).models()["deployments"]:
+    for deployment in SoundstageClient(args.url, api_key=args.api_key).deployments()["deployments"]:
         model = deployment.get("model") or {}
         print(
             f"{deployment['deployment']:<12} {deployment['status']:<10} replicas={deployment['replicas']} "

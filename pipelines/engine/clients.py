@@ -93,8 +93,17 @@ class DiarizerClient(ModelClient, Protocol):
 
 class ASRClient(ModelClient, Protocol):
     async def transcribe(
-        self, *, audio: Audio, language: str | None = None, word_timestamps: bool = False
-    ) -> Transcript: ...
+        self,
+        *,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+        prompt: str | None = None,
+    ) -> Transcript:
+        """`temperature`: 0 decodes with fallback to higher temperatures, above 0 samples at it; `prompt`
+        conditions the decoder (Whisper's initial prompt)."""
+        ...
 
 
 class TTSClient(ModelClient, Protocol):

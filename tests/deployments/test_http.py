@@ -114,7 +114,7 @@ def test_list_jobs(client: SoundstageClient) -> None:
 
 
 def test_models_endpoint_reports_weights_and_gpu_share(client: SoundstageClient) -> None:
-    deployments = {d["deployment"]: d for d in client.models()["deployments"]}
+    deployments = {d["deployment"]: d for d in client.deployments()["deployments"]}
     assert set(deployments) >= {"Ingress", "JobRunner", "MusicGen"}
     music = deployments["MusicGen"]
     assert music["status"] == "HEALTHY" and music["replicas"].get("RUNNING", 0) >= 1

@@ -53,7 +53,13 @@ class LeakyASR:
         )
 
     async def transcribe(
-        self, *, audio: Audio, language: str | None = None, word_timestamps: bool = False
+        self,
+        *,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+        prompt: str | None = None,
     ) -> None:
         raise RayTaskError()
 
@@ -87,9 +93,11 @@ def test_error_paths_carry_no_internals(edge: EdgeFactory) -> None:
         assert_clean(r.status_code, r.text)
         assert "error" in r.json(), r.text
     fault = broken.post("/v1/audio/speech", json=speech)
-    assert fault.status_code == 500 and fault.json()["error"] == {
-        "code": "internal_error",
+    assert fault.status_code == 500 and fault.json()["error"] == {  # OpenAI's shape on /v1/audio/*
         "message": "internal server error",
+        "type": "server_error",
+        "param": None,
+        "code": "internal_error",
     }
 
 
@@ -130,5 +138,6 @@ def test_thousand_sentence_speech_is_complete(edge: EdgeFactory, fmt: str) -> No
     )
     assert r.status_code == 200
     header = 44 if fmt == "wav" else 0
-    assert len(r.content) == header + 1000 * 80 * 2  # every sentence, 16-bit samples
+    samples = 240 if fmt == "pcm" else 80  # OpenAI's `pcm` is 24 kHz: 80 samples at 8 kHz are 240
+    assert len(r.content) == header + 1000 * samples * 2  # every sentence, 16-bit samples
     assert tts.peak <= 8
