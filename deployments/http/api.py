@@ -5,6 +5,7 @@ from fastapi import FastAPI
 from deployments.http import analysis_routes, audio_routes, inputs, jobs, service_routes, voices
 from deployments.http.errors import BodySizeLimit, Scope, install_error_handlers
 from deployments.http.guards import Authenticate
+from deployments.http.quotas import RequestRate
 from deployments.http.services import Services
 from infra.tenancy import KeyRing
 
@@ -40,6 +41,8 @@ def build_http_app(services: Services) -> FastAPI:
         return settings.max_request_bytes
 
     app.add_middleware(BodySizeLimit, max_bytes=body_limit)
+    # Runs right after the key check: a tenant over its request rate is refused before its body is read.
+    app.add_middleware(RequestRate, quotas=services.quotas, settings=settings)
     # Added last, so it runs first: the key is checked before a byte of the body is read.
     app.add_middleware(Authenticate, keys=KeyRing.from_settings(settings))
     install_error_handlers(app)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
+from deployments.http.quotas import charge_processed
 from deployments.http.services import Authorized, CurrentTenant, Services, Svc
 from deployments.http.url_inputs import fetch_url
 from infra.audio import Audio
@@ -62,10 +63,14 @@ async def stored_input(
 
 
 async def input_audio(svc: Services, tenant: Tenant, file: UploadFile | None, upload_id: str | None) -> Audio:
-    """The request's audio for a synchronous route: a direct file or an earlier upload."""
+    """The request's audio for a synchronous route: a direct file or an earlier upload; its duration is
+    charged to the tenant's audio-seconds (429 over the quota)."""
     require_one({"file": file, "upload_id": upload_id}, "`file` (multipart) or `upload_id`")
     if upload_id is not None:
         await asyncio.to_thread(upload_info, svc.storage, upload_id, None if tenant.admin else tenant.id)
-        return await asyncio.to_thread(load_upload, svc.storage, upload_id, svc.settings)
-    assert file is not None
-    return await asyncio.to_thread(decode_input, file.file, svc.settings)
+        audio = await asyncio.to_thread(load_upload, svc.storage, upload_id, svc.settings)
+    else:
+        assert file is not None
+        audio = await asyncio.to_thread(decode_input, file.file, svc.settings)
+    await charge_processed(svc.quotas, svc.settings, tenant, audio.duration_s)
+    return audio

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import stored_input
+from deployments.http.quotas import JobQuota
 from deployments.http.schemas import JobList, JobReport, JobView, job_report, job_view
 from deployments.http.services import Authorized, CurrentTenant, Services, Svc, require_api_key
 from infra.jobs import IdempotencyConflictError, JobFinishedError, JobNotFoundError, JobRecord, JobStatus
@@ -38,17 +39,26 @@ async def submit(
     svc: Services, kind: JobKind[Any], body: BaseModel, key: str | None, request: Request
 ) -> JSONResponse:
     """Admit, create (idempotently) and dispatch a job: 202 when created, 200 for a known key. The job,
-    and its idempotency key, belong to the caller's tenant; so must an `upload_id` it names."""
+    and its idempotency key, belong to the caller's tenant; so must an `upload_id` it names. The tenant's
+    concurrency slot and audio-seconds are reserved before the record is written (429 over a quota)."""
     tenant = require_api_key(request)
     upload_id = getattr(body, "upload_id", None)
     if isinstance(upload_id, str) and not tenant.admin:
         await asyncio.to_thread(upload_info, svc.storage, upload_id, tenant.id)
     admitted = await kind.admit(body, svc.admission_for(tenant))
     payload = admitted.model_dump(mode="json")
+    quota = await JobQuota.reserve(svc.quotas, svc.settings, tenant, admitted, svc.jobs.clock())
     try:
-        record, created = await asyncio.to_thread(svc.jobs.create, kind.name, payload, key, tenant.id)
+        record, created = await asyncio.to_thread(
+            svc.jobs.create, kind.name, payload, key, tenant.id, quota.job_id
+        )
     except IdempotencyConflictError as e:
+        await quota.cancel()
         raise ApiError(409, "idempotency_conflict", str(e)) from e
+    except BaseException:
+        await quota.cancel()
+        raise
+    await quota.settle(record.id, created)
     if created or record.status is JobStatus.QUEUED:  # a resubmission re-sends a job nobody took yet
         svc.dispatch(record.id)
     view = job_view(record, svc.storage, str(request.base_url))

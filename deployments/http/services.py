@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from fastapi import Depends, Request
 
 from deployments.http.errors import ApiError
 from infra.jobs import JobStore
+from infra.quotas import QuotaStore
 from infra.settings import Settings
 from infra.storage import Storage
 from infra.tenancy import Tenant
@@ -35,6 +37,11 @@ class Services:
     models: Models
     runner: Any
     _dispatches: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @functools.cached_property
+    def quotas(self) -> QuotaStore:
+        """The tenants' quota counters, in the object store (shared by every ingress replica)."""
+        return QuotaStore(self.storage, self.jobs.clock)
 
     @property
     def admission(self) -> Admission:
