@@ -51,7 +51,8 @@ class RequestRate:
             try:
                 await asyncio.to_thread(self.quotas.count_request, who, per_minute)
             except QuotaExceededError as e:
-                response = error_response(429, e.code, str(e), {"Retry-After": str(e.retry_after_s)})
+                headers = {"Retry-After": str(e.retry_after_s)}
+                response = error_response(429, e.code, str(e), headers, path=str(scope.get("path", "")))
                 await response(scope, receive, send)
                 return
             except StorageError:

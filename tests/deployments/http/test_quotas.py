@@ -71,6 +71,9 @@ def test_requests_per_minute_across_replicas(replicas: Replicas) -> None:
     refused(one.get("/v1/jobs", headers=bearer("alice")), "requests_per_minute")
     assert one.get("/v1/jobs", headers=bearer("bob")).status_code == 200  # bob has the default
     assert one.get("/healthz").status_code == 200  # outside /v1: not counted
+    openai = one.get("/v1/models", headers=bearer("alice"))  # OpenAI's error shape on its routes
+    error = openai.json()["error"]
+    assert openai.status_code == 429 and error["code"] == "quota_exceeded" and "type" in error
     clock[0] += 50
     assert two.get("/v1/jobs", headers=bearer("alice")).status_code == 200  # a new minute
 
