@@ -15,7 +15,7 @@ import onnxruntime
 import swift_f0
 
 from infra.audio import Audio, resample, to_mono, validate
-from models.types import ModelInfo, ModelLoadingError, PitchContour
+from models.types import PITCH_CONFIDENCE_THRESHOLD, ModelInfo, ModelLoadingError, PitchContour
 
 PKG_URI = "pkg://swift-f0"
 MODEL_ID = "swift-f0"
@@ -25,8 +25,13 @@ SAMPLE_RATE: int = swift_f0.SAMPLE_RATE
 HOP_S: float = swift_f0.FRAME_PERIOD
 FMIN_HZ: float = swift_f0.FMIN
 FMAX_HZ: float = swift_f0.FMAX
-# SwiftF0's confidence is calibrated so that 0.5 separates voiced from unvoiced frames.
-VOICED_THRESHOLD = 0.5
+# SwiftF0 calls a frame voiced at confidence 0.5, but scores clean low tones 0.3-0.56 (a pure sine glide
+# from 110 Hz to 440 Hz: 44 % of frames below 0.5). Frames between the threshold and CONFIDENT are voiced
+# only if the signal repeats at the detected period (normalised autocorrelation, window PERIODICITY_S or
+# two periods): tones and sung or spoken vowels reach 0.9+, noise and fricatives stay far below.
+CONFIDENT = 0.5
+MIN_PERIODICITY = 0.7
+PERIODICITY_S = 0.04
 
 _DEVICES = ("cpu", "auto")
 _ONNX_IO = ({"audio", "fmin", "fmax"}, {"pitch", "confidence"})
@@ -92,13 +97,15 @@ class PitchDetector:
         *,
         fmin_hz: float = FMIN_HZ,
         fmax_hz: float = FMAX_HZ,
-        confidence_threshold: float = VOICED_THRESHOLD,
+        confidence_threshold: float = PITCH_CONFIDENCE_THRESHOLD,
     ) -> PitchContour:
         """F0 contour of `audio` `[C, T]` (any rate, mixed to mono, resampled to 16 kHz).
 
         `fmin_hz`/`fmax_hz` limit the search band (default: the model's full 46.875-2093.75 Hz range); a
         frame whose best pitch lies outside gets confidence 0. A frame is voiced when its confidence is at
-        least `confidence_threshold` (default 0.5, the model's calibrated threshold). The model does not
+        least `confidence_threshold` (default 0.2) and either at least 0.5 (the model's own threshold) or
+        backed by a periodicity of at least 0.7 at the detected F0 (`voicing`); a threshold of 0.5 or more
+        is the model's plain confidence test. The model does not
         normalise level: frames peaking below -60 dBFS count as silence, so scale very quiet input first.
         """
         _check_band(fmin_hz, fmax_hz)
@@ -106,7 +113,9 @@ class PitchDetector:
             raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}")
         mono = resample(to_mono(validate(audio)), SAMPLE_RATE)
         result = self._detector.detect(mono.samples[0], SAMPLE_RATE, fmin_hz, fmax_hz)
-        voiced = result.confidence >= confidence_threshold
+        voiced = voicing(
+            mono.samples[0], result.timestamps, result.pitch_hz, result.confidence, confidence_threshold
+        )
         return PitchContour(
             times_s=result.timestamps,
             f0_hz=np.where(voiced, result.pitch_hz, 0.0),
@@ -115,6 +124,41 @@ class PitchDetector:
             hop_s=HOP_S,
             model=self._info,
         )
+
+
+def voicing(
+    samples: npt.NDArray[np.float32],
+    times_s: FloatArray,
+    f0_hz: FloatArray,
+    confidence: FloatArray,
+    threshold: float,
+) -> npt.NDArray[np.bool_]:
+    """Voiced frames `[N]` of 16 kHz mono `samples` `[T]` (frame centres `times_s`, s): confidence >=
+    max(threshold, 0.5), or confidence >= threshold with a periodicity >= `MIN_PERIODICITY` at `f0_hz`."""
+    voiced = confidence >= max(threshold, CONFIDENT)
+    doubtful = np.flatnonzero((confidence >= threshold) & ~voiced)
+    x = samples.astype(np.float64)
+    for i in doubtful:
+        voiced[i] = periodicity(x, float(times_s[i]), float(f0_hz[i])) >= MIN_PERIODICITY
+    return voiced
+
+
+def periodicity(x: FloatArray, centre_s: float, f0_hz: float) -> float:
+    """Normalised autocorrelation in [-1, 1] of 16 kHz `x` `[T]` at lag 1/`f0_hz` (fractional, by linear
+    interpolation) over a window of max(`PERIODICITY_S`, two periods) centred on `centre_s`; 0 where the
+    window does not fit or is silent."""
+    lag = SAMPLE_RATE / f0_hz
+    whole, frac = int(lag), lag - int(lag)
+    n = max(int(PERIODICITY_S * SAMPLE_RATE), int(2 * lag))
+    start = max(0, round(centre_s * SAMPLE_RATE) - n // 2)
+    if start + n + whole + 1 > len(x):
+        return 0.0
+    u = x[start : start + n]
+    v = (1 - frac) * x[start + whole : start + whole + n] + frac * x[
+        start + whole + 1 : start + whole + n + 1
+    ]
+    energy = float(np.sqrt((u @ u) * (v @ v)))
+    return float(u @ v) / energy if energy > 0 else 0.0
 
 
 def _check_band(fmin_hz: float, fmax_hz: float) -> None:

@@ -89,14 +89,19 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+PITCH_CONFIDENCE_THRESHOLD = 0.2
+"""Default voicing threshold of pitch detection (`/v1/pitch`, the Pitch deployment, `PitchDetector`): a frame
+at least this confident is voiced when its signal repeats at the detected period (`models/pitch.py`)."""
+
+
 @dataclass(frozen=True)
 class PitchContour:
     """An F0 contour, one value per frame; all arrays `[N]`.
 
     `times_s` are frame centres (s), `f0_hz` the fundamental (Hz) and **0.0 where the frame is unvoiced**
     (0, not NaN, so the contour stays plain JSON and CSV), `confidence` the model's voicing score in [0, 1],
-    `voiced` whether `confidence >= threshold` of the `detect` call, `hop_s` the frame spacing (s), `model`
-    the weights that produced it.
+    `voiced` the `detect` call's voicing decision (confidence and periodicity, `models/pitch.py`), `hop_s`
+    the frame spacing (s), `model` the weights that produced it.
     """
 
     times_s: FloatArray

@@ -10,7 +10,7 @@ from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from infra.dsp.vocoder import shift_pitch
-from models.types import PitchContour
+from models.types import PITCH_CONFIDENCE_THRESHOLD, PitchContour
 
 
 @serve.deployment(
@@ -31,7 +31,7 @@ class PitchDeployment(ModelHost):
         audio: Audio,
         fmin_hz: float = 46.875,
         fmax_hz: float = 2093.75,
-        confidence_threshold: float = 0.5,
+        confidence_threshold: float = PITCH_CONFIDENCE_THRESHOLD,
     ) -> PitchContour:
         """F0 contour (Hz per 16 ms frame, 0 where unvoiced) with confidence and voicing."""
         return await asyncio.to_thread(

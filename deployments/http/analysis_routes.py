@@ -16,7 +16,7 @@ from deployments.http.services import Authorized, CurrentTenant, Svc
 from deployments.http.transcripts import Granularity, ResponseFormat, to_srt, to_verbose_json, to_vtt
 from infra.audio import Audio
 from infra.uploads import load_upload
-from models.types import Transcript
+from models.types import PITCH_CONFIDENCE_THRESHOLD, Transcript
 from pipelines.engine.clients import ASRClient, DiarizerClient
 from pipelines.jobs.diarize import DIARIZE_KIND, DiarizeJobRequest, turns_body
 from pipelines.voice.attribution import assign_word_speakers
@@ -32,7 +32,7 @@ async def detect_pitch(
     upload_id: UploadIdField = None,
     fmin_hz: Annotated[float, Form(ge=46.875, le=2093.75)] = 46.875,
     fmax_hz: Annotated[float, Form(ge=46.875, le=2093.75)] = 2093.75,
-    confidence_threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
+    confidence_threshold: Annotated[float, Form(ge=0.0, le=1.0)] = PITCH_CONFIDENCE_THRESHOLD,
     format: Annotated[Literal["json", "csv"], Form()] = "json",
 ) -> Response:
     """F0 contour (16 ms frames): time, f0 (0 where unvoiced), confidence, voiced; JSON or CSV."""
