@@ -16,6 +16,7 @@ from deployments.http.services import Services
 from infra.jobs import JobStore
 from infra.settings import load_settings
 from infra.storage import Storage
+from infra.store_probe import probe_conditional_writes
 from pipelines.engine.clients import Models
 
 
@@ -32,6 +33,7 @@ class Ingress:
         # A request waits out only a short store outage, then answers 503 + Retry-After.
         edge = settings.model_copy(update={"s3_outage_tolerance_s": settings.s3_edge_outage_tolerance_s})
         storage = Storage(edge)
+        probe_conditional_writes(storage)  # jobs are created create-only: refuse a store that fakes it
         self.services = Services(
             settings=settings, storage=storage, jobs=JobStore(storage), models=models, runner=runner
         )

@@ -30,6 +30,7 @@ from infra.jobs import JobError, JobNotFoundError, JobRecord, JobStatus, JobStor
 from infra.retention import apply_lifecycle_rules, sweep_expired
 from infra.settings import Settings, load_settings
 from infra.storage import Storage, TransientStorageError
+from infra.store_probe import probe_conditional_writes
 from pipelines.engine.clients import Models
 from pipelines.engine.kinds import JobKind
 from pipelines.engine.registry import JOB_KINDS
@@ -68,6 +69,7 @@ class JobRunner:
     def __init__(self, models: Models) -> None:
         self.settings: Settings = load_settings()
         self.jobs = JobStore(Storage(self.settings))
+        probe_conditional_writes(self.jobs.storage)  # claims are CAS writes: refuse a store that fakes them
         self.models = models
         self.owner = f"{_replica_name()}/{uuid.uuid4().hex[:8]}"
         self.retry = RetryPolicy(is_transient=is_transient)
