@@ -50,11 +50,21 @@ class DelayedCodebookGenerator(ModelHost):
     def __init__(self) -> None:
         # One model call at a time: concurrent ones would split the replica's (capped) GPU memory.
         self._model_lock = threading.Lock()
+        self._batch_wait_s = MusicUserConfig().batch_wait_timeout_s
+        self._generating = 0  # batches running on the model right now
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = MusicUserConfig.model_validate(user_config)
+        self._batch_wait_s = config.batch_wait_timeout_s
         self._generate_batch.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
         self._generate_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def _set_batch_window(self) -> None:
+        """An adaptive batch window: a request reaching an idle model goes at once (a lone request must
+        not wait out `batch_wait_timeout_s`); while a batch runs, arrivals queue and the next batch takes
+        them together, waiting up to the window for more."""
+        window = self._batch_wait_s if self._generating else 0.0
+        self._generate_batch.set_batch_wait_timeout_s(window)  # type: ignore[attr-defined]
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "channels": self.model.channels}
@@ -69,11 +79,19 @@ class DelayedCodebookGenerator(ModelHost):
             seed=secrets.randbelow(2**31) if seed is None else seed,
             sampling=sampling or Sampling(),
         )
+        self._set_batch_window()
         result: GeneratedAudio = await self._generate_batch(call)
         return result
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
     async def _generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+        self._generating += 1
+        try:
+            return await self._generate_groups(calls)
+        finally:
+            self._generating -= 1
+
+    async def _generate_groups(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
         groups: dict[tuple[float, Sampling], list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
             groups[call.batch_key].append(i)

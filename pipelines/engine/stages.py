@@ -181,20 +181,34 @@ class StageRunner(Generic[R]):
         )
         self._model_infos: dict[str, dict[str, Any]] = {}
         self._last_segment_report = 0.0
+        self._records: dict[int, StageRecord] = {r.index: r for r in job.stages}
+        self._commit: asyncio.Future[None] | None = None
 
     async def run(self, stages: Sequence[Stage[R]]) -> StageContext[R]:
-        """Run (or restore) every stage in order; raise `JobCancelledError` / `StageFailedError`."""
-        for index, stage in enumerate(stages):
-            await self._check_cancel()
-            committed = sorted(self.job.stages, key=lambda r: r.index)[:index]
-            models = await self._models(stage)
-            expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
-            restored = await asyncio.to_thread(self._restore, index, stage, expected)
-            if restored is None:
-                await self._set_stage(stage.name, index / len(stages))
-                restored = await self._run_and_commit(index, stage, expected, len(stages), models)
-            self.ctx.outputs[stage.output] = restored
+        """Run (or restore) every stage in order; raise `JobCancelledError` / `StageFailedError`.
+
+        A stage's output goes to the next stage in memory at once; its checkpoint is committed in the
+        background while the next stage runs (commits stay in stage order, each one objects → manifest →
+        record), and the run returns only when every commit is done."""
+        try:
+            for index, stage in enumerate(stages):
+                self._raise_failed_commit()
+                committed = [self._records[i] for i in range(index) if i in self._records]
+                models = await self._models(stage)
+                expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
+                restored = await asyncio.to_thread(self._restore, index, stage, expected)
+                if restored is None:
+                    await self._set_stage(stage.name, index / len(stages))
+                    restored = await self._run_and_commit(index, stage, expected, len(stages), models)
+                self.ctx.outputs[stage.output] = restored
+        finally:
+            if self._commit is not None:
+                await self._commit
         return self.ctx
+
+    def _raise_failed_commit(self) -> None:
+        if self._commit is not None and self._commit.done():
+            self._commit.result()  # a commit refused by the fence (or the store) stops the attempt here
 
     async def _models(self, stage: Stage[R]) -> dict[str, dict[str, Any]]:
         """Model id, revision and weights kind of each deployment the stage calls (asked once a run)."""
@@ -204,13 +218,12 @@ class StageRunner(Generic[R]):
                 self._model_infos[client.deployment] = (await client.info()).identity
         return {c.deployment: self._model_infos[c.deployment] for c in clients}
 
-    async def _check_cancel(self) -> None:
-        record = await asyncio.to_thread(self.jobs.get, self.job.id)
-        if record.cancel_requested:
-            raise JobCancelledError(self.job.id)
-
     async def _set_stage(self, name: str, progress: float) -> None:
+        """Mark the stage on the record; the same (fenced) write checks the cancel flag."""
+
         def mark(record: JobRecord) -> None:
+            if record.cancel_requested:
+                raise JobCancelledError(self.job.id)
             record.stage = name
             record.progress = max(record.progress, progress)
 
@@ -266,8 +279,18 @@ class StageRunner(Generic[R]):
             segments=self.ctx.segments_total,
             attempt=self.attempt,
         )
-        await asyncio.to_thread(self._commit, record, result, (index + 1) / total)
+        self._records[index] = record
+        self._commit = asyncio.ensure_future(
+            self._commit_after(self._commit, record, result, (index + 1) / total)
+        )
         return result
+
+    async def _commit_after(
+        self, previous: asyncio.Future[None] | None, record: StageRecord, result: StageResult, progress: float
+    ) -> None:
+        if previous is not None:
+            await previous  # commits land in stage order; a failed one fails the ones after it
+        await asyncio.to_thread(self._write_checkpoint, record, result, progress)
 
     async def _run_with_retries(self, stage: Stage[R]) -> tuple[StageResult, list[str]]:
         """The stage's result and the transient errors retried on the way (whole stage or one segment)."""
@@ -312,7 +335,7 @@ class StageRunner(Generic[R]):
 
         self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
 
-    def _commit(self, record: StageRecord, result: StageResult, progress: float) -> None:
+    def _write_checkpoint(self, record: StageRecord, result: StageResult, progress: float) -> None:
         """Objects first, then the manifest, then the (fenced) job record."""
         storage = self.jobs.storage
         for name, body in result.objects.items():
