@@ -31,7 +31,8 @@ _SOUNDFILE_FORMATS: dict[AudioFormat, tuple[str, str | None]] = {
     "mp3": ("MP3", "MPEG_LAYER_III"),
     "ogg": ("OGG", "VORBIS"),
 }
-_DECODABLE_CONTAINERS = {"WAV", "WAVEX", "FLAC", "OGG", "MP3", "AIFF"}
+# libsndfile's containers, then those decoded by PyAV (`infra/av_codec.py`) when libsndfile cannot.
+_DECODABLE_CONTAINERS = {"WAV", "WAVEX", "FLAC", "OGG", "MP3", "AIFF", "MP4", "WEBM", "AAC"}
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command id (sndfile.h)
 # The loudness gate of BS.1770 needs at least one 400 ms block.
 _MIN_LOUDNESS_SECONDS = 0.4
@@ -158,7 +159,8 @@ def decode(
     max_bytes: int | None = None,
     limits: AudioLimits | None = None,
 ) -> Audio:
-    """Decode WAV/FLAC/OGG/MP3 (bytes or a seekable binary file) into a validated `Audio`; every failure
+    """Decode WAV/FLAC/OGG/MP3 (soundfile) or M4A/MP4/WebM/AAC (PyAV, `infra/av_codec.py`) from bytes or a
+    seekable binary file into a validated `Audio`; every failure
     is an `AudioError`. The header is checked against `limits` before anything is decoded, then the file
     is decoded block by block into one `[C, T]` array, each block validated as it arrives."""
     buffer = _SampleBuffer()
@@ -239,26 +241,26 @@ def _stream_blocks(
     try:
         with sf.SoundFile(source) as f:
             header = AudioHeader(str(f.format), int(f.frames), int(f.samplerate), int(f.channels))
-            _check_header(header, limits)
+            check_header(header, limits)
             sink.start(header)
             decoded = _read_blocks(f, header, sink)
-    except sf.LibsndfileError as e:
-        raise UnsupportedAudioFormatError(
-            "not a decodable audio file (supported: WAV, FLAC, OGG/Vorbis, MP3)"
-        ) from e
+    except sf.LibsndfileError:
+        from infra import av_codec  # lazily: PyAV loads FFmpeg's libraries
+
+        return av_codec.stream_blocks(source, limits, sink)
     if decoded == 0:
         raise EmptyAudioError("audio has no samples")
     found = AudioHeader(header.container, decoded, header.sample_rate, header.channels)
     if found.frames > header.frames:  # only an MP3's estimate can be exceeded: check the real length
-        _check_header(found, limits)
+        check_header(found, limits)
     return found
 
 
-def _check_header(header: AudioHeader, limits: AudioLimits) -> None:
+def check_header(header: AudioHeader, limits: AudioLimits) -> None:
     """Every limit that the header alone can decide, before a sample is decoded."""
     if header.container not in _DECODABLE_CONTAINERS:
         raise UnsupportedAudioFormatError(
-            f"container {header.container!r} is not supported; use one of WAV, FLAC, OGG, MP3"
+            f"container {header.container!r} is not supported; use one of WAV, FLAC, OGG, MP3, M4A/MP4, WebM"
         )
     if header.sample_rate > limits.max_sample_rate:
         raise AudioSampleRateError(

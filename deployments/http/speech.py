@@ -14,16 +14,19 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.http.errors import overload_error
+from infra import av_codec
 from infra.audio import Audio, encode, resample
 from models.tts import split_sentences
 
-SpeechFormat = Literal["mp3", "wav", "flac", "pcm"]
+SpeechFormat = Literal["mp3", "opus", "aac", "wav", "flac", "pcm"]
 PCM_RATE = 24000  # OpenAI's `pcm`: 24 kHz mono s16le, whatever rate the voice renders at
 MEDIA_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
     "flac": "audio/flac",
     "pcm": "audio/pcm",
+    "opus": av_codec.MEDIA_TYPES["opus"],
+    "aac": av_codec.MEDIA_TYPES["aac"],
 }
 MAX_INPUT_CHARS = 4096
 
@@ -116,14 +119,17 @@ async def _patient(synthesize: Callable[[str], Awaitable[Audio]], piece: str) ->
 async def encoded_stream(
     request: SpeechRequest, first: Audio, rest: AsyncIterator[Audio]
 ) -> AsyncIterator[bytes]:
-    """The response body. WAV and PCM stream sentence by sentence; MP3 and FLAC are encoded once at the
-    end (their headers describe the whole file: concatenated MP3 files stop most decoders after the
-    first one's frame count)."""
+    """The response body. WAV and PCM stream sentence by sentence; MP3, FLAC, Opus (Ogg) and AAC (ADTS)
+    are encoded once at the end (their headers describe the whole file: concatenated MP3 files stop most
+    decoders after the first one's frame count)."""
     fmt = request.response_format
-    if fmt in ("flac", "mp3"):
+    if fmt in ("flac", "mp3", "opus", "aac"):
         chunks = [first] + [audio async for audio in rest]
         joined = Audio(np.concatenate([a.samples for a in chunks], axis=1), first.sample_rate)
-        yield await asyncio.to_thread(encode, joined, fmt)
+        if fmt == "opus" or fmt == "aac":
+            yield await asyncio.to_thread(av_codec.encode, joined, fmt)
+        elif fmt == "flac" or fmt == "mp3":
+            yield await asyncio.to_thread(encode, joined, fmt)
         return
     if fmt == "wav":
         yield streaming_wav_header(first.sample_rate)

@@ -195,7 +195,7 @@ def test_audio_errors_keep_their_status(client: openai.OpenAI, http: TestClient)
         client.audio.transcriptions.create(
             model="whisper-1", file=("a.wav", b"not audio at all, not even close")
         )
-    assert unsupported.value.status_code in (400, 415)
+    assert unsupported.value.status_code == 415 and unsupported.value.code == "audio_format_unsupported"
     body = http.post("/v1/audio/nope", json={}).json()
     assert set(body["error"]) == {"message", "type", "param", "code"}
 
@@ -293,3 +293,33 @@ def test_transcription_stream_events(client: openai.OpenAI) -> None:
     deltas = "".join(e.delta for e in events[:-1] if e.type == "transcript.text.delta")
     done = events[-1]
     assert done.type == "transcript.text.done" and done.text == deltas == "Hello there. General Kenobi."
+
+
+# Containers (PyAV) --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "container", "codec"), [("a.m4a", "ipod", "aac"), ("a.webm", "webm", "libopus")]
+)
+def test_phone_and_browser_uploads_transcribe(
+    client: openai.OpenAI, name: str, container: str, codec: str
+) -> None:
+    from tests.infra.test_av_codec import muxed, sine
+
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=(name, muxed(sine(), container, codec))
+    )
+    assert result.text == "Hello there. General Kenobi."
+
+
+@pytest.mark.parametrize(("fmt", "magic"), [("opus", b"OggS"), ("aac", b"\xff\xf1")])
+def test_opus_and_aac_speech(client: openai.OpenAI, http: TestClient, fmt: str, magic: bytes) -> None:
+    from infra.audio import decode
+
+    audio = speak(client, response_format=fmt)
+    # Two sentences of 0.1 s; AAC adds its encoder delay (1024 samples) and pads to whole frames.
+    assert audio.startswith(magic) and 0.2 - 0.01 <= decode(audio).duration_s <= 0.2 + 2048 / RATE
+    r = http.post(
+        "/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": fmt}
+    )
+    assert r.headers["content-type"].startswith({"opus": "audio/ogg", "aac": "audio/aac"}[fmt])
