@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from ray import exceptions as ray_exceptions
 from ray import serve
 
+from deployments.webhooks import WebhookSender
 from infra.jobs import JobError, JobNotFoundError, JobRecord, JobStatus, JobStore, StaleAttemptError
 from infra.retention import apply_lifecycle_rules, sweep_expired
 from infra.settings import Settings, load_settings
@@ -79,6 +80,9 @@ class JobRunner:
         self._sweeper: asyncio.Task[None] | None = None
         self._work_pool = ThreadPoolExecutor(self.settings.runner_threads, thread_name_prefix="job-work")
         self._lease_pool = ThreadPoolExecutor(2, thread_name_prefix="job-lease")
+        self.webhooks = WebhookSender(self.jobs, self.settings, self._leased)
+        self._deliveries: set[asyncio.Task[int]] = set()
+        self._webhook_sweep: asyncio.Task[int] | None = None
         with contextlib.suppress(RuntimeError):  # no running loop: started by the first call instead
             self._ensure_sweeper()
 
@@ -144,6 +148,7 @@ class JobRunner:
         while True:
             try:
                 await self._sweep_once()
+                self._deliver_webhooks()
                 if self.jobs.clock() - last_retention > self.settings.retention_sweep_interval_s:
                     last_retention = self.jobs.clock()
                     await self._leased(lambda: sweep_expired(self.jobs))
@@ -306,6 +311,25 @@ class JobRunner:
     ) -> None:
         await self._leased(lambda: self.jobs.finish(job.id, job.attempt, status, result=result, error=error))
         logger.info("job finished", extra={"job_id": job.id, "status": status.value, "attempt": job.attempt})
+        self._deliver_webhooks(job.id)
+
+    def _deliver_webhooks(self, job_id: str | None = None) -> None:
+        """Send `job_id`'s due webhooks now, or (None) sweep every job that owes one unless a sweep is
+        still going; in the background, so a slow receiver delays neither claims nor the job's end."""
+        if job_id is None and self._webhook_sweep is not None and not self._webhook_sweep.done():
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.webhooks.deliver_due(job_id) if job_id else self.webhooks.sweep()
+        )
+        if job_id is None:
+            self._webhook_sweep = task
+        self._deliveries.add(task)
+        task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Task[int]) -> None:
+        self._deliveries.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("webhook delivery failed; the sweep retries it", exc_info=task.exception())
 
 
 def _replica_name() -> str:

@@ -27,6 +27,13 @@ from infra.storage import (
     job_key,
     retrying,
 )
+from infra.webhooks import (
+    PendingDelivery,
+    WebhookAttempt,
+    WebhookSpec,
+    queue_delivery,
+    webhook_index_key,
+)
 
 T = TypeVar("T")
 
@@ -119,6 +126,9 @@ class JobRecord(BaseModel):
     request_hash: str = ""
     outputs_expired_at: float | None = None  # set when retention deleted the outputs
     owner: str | None = None  # the tenant (API key) that made it; None: made without tenancy
+    webhook: WebhookSpec | None = None  # where the terminal status is delivered (infra/webhooks.py)
+    webhook_pending: list[PendingDelivery] = Field(default_factory=list)
+    webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)
     created_at: float
     updated_at: float
     started_at: float | None = None
@@ -172,9 +182,11 @@ class JobStore:
         idempotency_key: str | None = None,
         owner: str | None = None,
         job_id: str | None = None,
+        webhook: WebhookSpec | None = None,
     ) -> tuple[JobRecord, bool]:
         """Create a queued job; with `idempotency_key`, return the existing job instead (created=False).
-        `job_id`: the id to use (one from `new_job_id`, reserved beforehand, e.g. by a quota)."""
+        `job_id`: the id to use (one from `new_job_id`, reserved beforehand, e.g. by a quota).
+        `webhook`: where its terminal status is delivered."""
         digest = request_hash(kind, request)
         job_id = check_id(job_id) if job_id is not None else new_job_id(self.clock())
         if idempotency_key is not None:
@@ -186,6 +198,7 @@ class JobStore:
             request=request,
             request_hash=digest,
             owner=owner,
+            webhook=webhook,
             created_at=now,
             updated_at=now,
         )
@@ -267,6 +280,7 @@ class JobStore:
         else:
             if not record.status.finished:
                 return False
+            self._index_webhooks(record)  # a finish that died before indexing its delivery
         self._s3(lambda: self.storage.delete(active_job_key(job_id)))
         return True
 
@@ -291,10 +305,27 @@ class JobStore:
                 self._s3(lambda: self.storage.replace(job_key(job_id), body, etag))  # noqa: B023
             except PreconditionFailedError:
                 continue
+            self._index_webhooks(record)
             if record.status.finished:
                 self._s3(lambda: self.storage.delete(active_job_key(job_id)))
             return record
         raise RuntimeError(f"job {job_id}: gave up after {_CAS_TRIES} conflicting updates")
+
+    def _index_webhooks(self, record: JobRecord) -> None:
+        """Index a job that owes webhook deliveries (before its active marker goes); unindex it once
+        none are owed. Jobs without a webhook touch nothing."""
+        if record.webhook is None or not record.status.finished:
+            return
+        key = webhook_index_key(record.id)
+        if record.webhook_pending:
+            self._s3(lambda: self.storage.put_bytes(key, record.id.encode(), "text/plain"))
+        else:
+            self._s3(lambda: self.storage.delete(key))
+
+    def webhook_job_ids(self) -> list[str]:
+        """Ids of finished jobs that still owe a webhook delivery, oldest first."""
+        keys = self._s3(lambda: list(self.storage.list_keys("index/webhooks/")))
+        return [key.rsplit("/", 1)[1] for key in reversed(keys)]
 
     def claim(self, job_id: str, owner: str, lease_s: float) -> JobRecord | None:
         """Take the job if it is queued or its lease expired; the returned `attempt` is the fence."""
@@ -364,3 +395,6 @@ def _finish(record: JobRecord, status: JobStatus, now: float) -> None:
     record.finished_at = now
     record.lease_owner = None
     record.lease_expires_at = None
+    delivery = queue_delivery(record.webhook, status.value, now)  # owed in the same write as the status
+    if delivery is not None:
+        record.webhook_pending.append(delivery)

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest JSON request body.")
     max_input_duration_s: float = Field(default=3600.0, gt=0)
     max_generation_s: float = Field(default=30.0, gt=0, le=300)
+    max_long_music_s: float = Field(
+        default=300.0, gt=0, le=3600, description="Longest text-only MusicGen track, made in windows (s)."
+    )
     max_prompt_chars: int = Field(default=2000, ge=1)
     max_sync_audio_s: float = Field(
         default=120.0, gt=0, description="Longer inputs to /v1/diarize become a job (202) instead."
@@ -149,6 +152,24 @@ class Settings(BaseSettings):
     model_call_timeout_s: float = Field(default=900.0, gt=0, description="Deadline of one model call.")
     runner_threads: int = Field(
         default=32, ge=4, description="Worker threads of a runner replica (S3 calls, codecs, renders)."
+    )
+    # Live job events (deployments/http/job_events.py) and webhooks (deployments/webhooks.py).
+    events_poll_s: float = Field(default=0.5, gt=0, description="How often a job's event stream reads it.")
+    events_keepalive_s: float = Field(default=15.0, gt=0, description="Comment lines on a quiet stream.")
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs webhook deliveries (`whsec_<base64>`); unset: `webhook_url` is refused (422).",
+    )
+    allow_private_webhooks: bool = Field(
+        default=False, description="Let webhooks reach loopback, private or link-local addresses."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of one delivery attempt.")
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Attempts per delivery before giving up.")
+    webhook_retry_base_s: float = Field(
+        default=5.0, gt=0, description="Backoff after the first failed attempt; doubles after each."
+    )
+    public_base_url: str | None = Field(
+        default=None, description="The API's URL as clients reach it (webhook payloads' `status_url`)."
     )
 
     @field_validator("s3_endpoint_url", "s3_public_endpoint_url")

@@ -13,19 +13,29 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import stored_input
+from deployments.http.job_events import job_events
 from deployments.http.quotas import JobQuota
 from deployments.http.schemas import JobList, JobReport, JobView, job_report, job_view
 from deployments.http.services import Authorized, CurrentTenant, Services, Svc, require_api_key
+from deployments.http.webhook_fields import (
+    EVENTS_DESCRIPTION,
+    URL_DESCRIPTION,
+    form_events,
+    split_request,
+    webhook_spec,
+    with_webhook_fields,
+)
 from infra.jobs import IdempotencyConflictError, JobFinishedError, JobNotFoundError, JobRecord, JobStatus
 from infra.storage import InvalidKeyPartError
 from infra.tenancy import Tenant
 from infra.uploads import upload_info
+from infra.webhooks import WebhookSpec
 from pipelines.engine.kinds import JobKind
 from pipelines.engine.registry import JOB_KINDS
 
@@ -36,7 +46,12 @@ router = APIRouter(route_class=EdgeRoute, tags=["jobs"], dependencies=[Authorize
 
 
 async def submit(
-    svc: Services, kind: JobKind[Any], body: BaseModel, key: str | None, request: Request
+    svc: Services,
+    kind: JobKind[Any],
+    body: BaseModel,
+    key: str | None,
+    request: Request,
+    webhook: WebhookSpec | None = None,
 ) -> JSONResponse:
     """Admit, create (idempotently) and dispatch a job: 202 when created, 200 for a known key. The job,
     and its idempotency key, belong to the caller's tenant; so must an `upload_id` it names. The tenant's
@@ -50,7 +65,7 @@ async def submit(
     quota = await JobQuota.reserve(svc.quotas, svc.settings, tenant, admitted, svc.jobs.clock())
     try:
         record, created = await asyncio.to_thread(
-            svc.jobs.create, kind.name, payload, key, tenant.id, quota.job_id
+            svc.jobs.create, kind.name, payload, key, tenant.id, quota.job_id, webhook=webhook
         )
     except IdempotencyConflictError as e:
         await quota.cancel()
@@ -69,9 +84,11 @@ def _json_route(kind: JobKind[Any]) -> Any:
     async def submit_json(
         body: Any, request: Request, svc: Svc, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
-        return await submit(svc, kind, body, idempotency_key, request)
+        own, url, events = split_request(body, kind.request)
+        webhook = await webhook_spec(url, events, svc.settings)
+        return await submit(svc, kind, own, idempotency_key, request, webhook)
 
-    submit_json.__annotations__["body"] = kind.request
+    submit_json.__annotations__["body"] = with_webhook_fields(kind.request)
     return submit_json
 
 
@@ -82,6 +99,9 @@ def _form_route(kind: JobKind[Any]) -> Any:
 
     async def submit_form(request: Request, svc: Svc, **form: Any) -> JSONResponse:
         key = form.pop("idempotency_key", None)
+        webhook = await webhook_spec(
+            form.pop("webhook_url", None), form_events(form.pop("webhook_events", None)), svc.settings
+        )
         file, url = form.pop("file", None), form.pop("url", None)
         given: dict[str, Any] = {"file": file, "upload_id": form.get("upload_id"), "url": url}
         sources: dict[str, Any] = {name: value for name, value in given.items() if name in kind.inputs}
@@ -96,7 +116,7 @@ def _form_route(kind: JobKind[Any]) -> Any:
             body = kind.request.model_validate({k: v for k, v in form.items() if v is not None})
         except ValidationError as e:
             raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from e
-        return await submit(svc, kind, body, key, request)
+        return await submit(svc, kind, body, key, request, webhook)
 
     params = [
         inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
@@ -112,6 +132,8 @@ def _form_route(kind: JobKind[Any]) -> Any:
         else:
             default = ... if info.is_required() else info.get_default(call_default_factory=True)
         params.append(_param(name, info.annotation, Form(default, description=info.description)))
+    params.append(_param("webhook_url", str | None, Form(None, max_length=2048, description=URL_DESCRIPTION)))
+    params.append(_param("webhook_events", str | None, Form(None, description=EVENTS_DESCRIPTION)))
     params.append(_param("idempotency_key", str | None, Header(None, max_length=255)))
     submit_form.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return submit_form
@@ -150,6 +172,22 @@ async def load_job(svc: Services, job_id: str, tenant: Tenant) -> JobRecord:
 async def get_job(job_id: str, request: Request, svc: Svc, tenant: CurrentTenant) -> JobView:
     """Status, progress, stage, error, and the result with presigned URLs once it succeeded."""
     return job_view(await load_job(svc, job_id, tenant), svc.storage, str(request.base_url))
+
+
+@router.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse)
+async def get_job_events(
+    job_id: str,
+    request: Request,
+    svc: Svc,
+    tenant: CurrentTenant,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events (`status`, `stage`, `progress`, `retry`, `result`, `error`, `end`) until the job
+    reaches a terminal status; `Last-Event-ID` resumes. Formats: deployments/http/job_events.py."""
+    record = await load_job(svc, job_id, tenant)
+    stream = job_events(request.app, record, str(request.base_url), last_event_id)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 @router.get("/v1/jobs/{job_id}/report")

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from infra.jobs import JobError, JobRecord, JobStatus, SegmentProgress
 from infra.storage import Storage
+from infra.webhooks import PendingDelivery, WebhookAttempt, WebhookSpec
 
 
 class StageView(BaseModel):
@@ -69,6 +70,11 @@ class JobReport(BaseModel):
     debug_weights: list[str] = Field(description="Deployments that ran random-init `debug…` weights.")
     stages: list[StageReport]
     failure: JobError | None
+    webhook: WebhookSpec | None = None
+    webhook_attempts: list[WebhookAttempt] = Field(
+        default_factory=list, description="Every delivery attempt."
+    )
+    webhook_pending: list[PendingDelivery] = Field(default_factory=list, description="Deliveries still owed.")
 
 
 class JobList(BaseModel):
@@ -161,4 +167,7 @@ def job_report(record: JobRecord, now: float) -> JobReport:
         debug_weights=sorted(name for name, kind in weights.items() if (kind or "").startswith("debug")),
         stages=stages,
         failure=record.error,
+        webhook=record.webhook,
+        webhook_attempts=record.webhook_attempts,
+        webhook_pending=record.webhook_pending,
     )

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
-import socket
 import ssl
 import tempfile
 from typing import BinaryIO, cast
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from deployments.http.errors import ApiError
+from infra.net_guard import is_public, pinned_url, resolve
 from infra.settings import Settings
 
 _SPOOL_BYTES = 1024 * 1024
-# Ranges `is_global` lets through that reach other networks' hosts: NAT64 (64:ff9b::/96, and the local
-# 64:ff9b:1::/48), 6to4 (2002::/16), Teredo (2001::/32), plus IPv4-mapped addresses.
-_BLOCKED = tuple(
-    ipaddress.ip_network(net)
-    for net in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "::ffff:0:0/96")
-)
 FETCH_FAILED = "could not fetch `url`: no complete 200 answer from its server within the deadline"
 NOT_ALLOWED = "`url` is not allowed: its host must be public and its port one of the allowed ports"
 
@@ -56,7 +49,7 @@ async def fetch_url(url: str, settings: Settings) -> tuple[BinaryIO, str | None]
                 if port not in settings.url_allowed_ports:
                     raise ApiError(422, "url_not_allowed", NOT_ALLOWED)
                 address = await checked_address(parts.hostname, port)
-                target, extensions = _pinned(url, address), {"sni_hostname": parts.hostname}
+                target, extensions = pinned_url(url, address), {"sni_hostname": parts.hostname}
             await _download(target, parts.netloc, extensions, settings, body)
     except TimeoutError:
         body.close()
@@ -70,19 +63,12 @@ async def fetch_url(url: str, settings: Settings) -> tuple[BinaryIO, str | None]
 
 async def checked_address(host: str, port: int) -> str:
     """One address of `host`, after every address it resolves to was checked to be public."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise ApiError(422, "url_fetch_failed", FETCH_FAILED) from None
-    addresses = [str(info[4][0]).split("%", 1)[0] for info in infos]
-    if not addresses or not all(is_public(address) for address in addresses):
+    addresses = await resolve(host, port)
+    if not addresses:
+        raise ApiError(422, "url_fetch_failed", FETCH_FAILED)
+    if not all(is_public(address) for address in addresses):
         raise ApiError(422, "url_not_allowed", NOT_ALLOWED)
     return addresses[0]
-
-
-def is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return ip.is_global and not any(ip in net for net in _BLOCKED if net.version == ip.version)
 
 
 @functools.cache
@@ -90,14 +76,6 @@ def _tls() -> ssl.SSLContext:
     """One TLS context per process: loading the CA bundle takes tens of milliseconds of CPU, which a
     context per fetch would spend on the event loop."""
     return httpx.create_ssl_context()
-
-
-def _pinned(url: str, address: str) -> str:
-    """`url` with its host replaced by the checked `address` (the port kept)."""
-    parts = urlsplit(url)
-    host = f"[{address}]" if ":" in address else address
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
 async def _download(
