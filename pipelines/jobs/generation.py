@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from infra.audio import encode
 from infra.uploads import load_upload
@@ -18,6 +18,7 @@ from models.types import GeneratedAudio
 from pipelines.engine.clients import ModelClient, Models
 from pipelines.engine.kinds import Admission, AdmissionError, JobKind
 from pipelines.engine.stages import Stage, StageContext, StageResult, Stored
+from pipelines.jobs.generation_long import STAGE_NAMES, WINDOW_S, generate_long, is_long, track_seams
 from pipelines.jobs.generation_post import (
     CLIP,
     Generated,
@@ -76,10 +77,13 @@ async def _check_conditioning(request: MusicJobRequest, admission: Admission) ->
 
 
 async def _admit_generation(request: G, admission: Admission) -> G:
-    """`duration_too_long` past the configured limit (and Stable Audio's own), `prompt_too_long`;
-    then the request with its seed fixed."""
+    """`duration_too_long` past the configured limit (`max_generation_s`; `max_long_music_s` for a
+    text-only MusicGen track longer than one window; Stable Audio's own), `prompt_too_long`; then the
+    request with its seed fixed."""
     settings = admission.settings
     limit = settings.max_generation_s
+    if isinstance(request, MusicJobRequest) and is_long(request) and limit >= WINDOW_S:
+        limit = settings.max_long_music_s  # made in WINDOW_S windows, each within the per-call limit
     if request.model == "stable-audio":
         limit = min(limit, (await admission.models.stable_audio.info()).extra["max_duration_s"])
     if request.duration_s > limit:
@@ -105,10 +109,13 @@ def generator_clients(request: GenerationJobRequest, models: Models) -> Sequence
     return (models.music,)
 
 
-async def call_generator(ctx: StageContext[G], seed: int) -> GeneratedAudio:
+async def call_generator(ctx: StageContext[G], seed: int, stage_index: int) -> GeneratedAudio:
     """One clip for the request with `seed`: Stable Audio or AudioGen from text, MusicGen-Melody with a
-    melody upload, MusicGen continuing an upload, or MusicGen from text."""
+    melody upload, MusicGen continuing an upload, or MusicGen from text; a MusicGen track longer than one
+    window in windows checkpointed under stage `stage_index` (`generation_long`)."""
     request, models = ctx.request, ctx.models
+    if isinstance(request, MusicJobRequest) and is_long(request):
+        return await generate_long(cast(StageContext[MusicJobRequest], ctx), seed, stage_index)
     prompt, duration_s, sampling = request.prompt, request.duration_s, request.sampling()
     if request.model == "stable-audio":
         client = models.stable_audio
@@ -133,7 +140,7 @@ async def call_generator(ctx: StageContext[G], seed: int) -> GeneratedAudio:
 
 async def generate_clip(ctx: StageContext[G]) -> StageResult:
     """Stage `generate`: call the chosen generator; commit the clip as 32-bit float WAV."""
-    generated = await call_generator(ctx, ctx.request.fixed_seed())
+    generated = await call_generator(ctx, ctx.request.fixed_seed(), GENERATE_INDEX)
     audio = generated.audio
     record = Generated(
         model=generated.model,
@@ -142,6 +149,7 @@ async def generate_clip(ctx: StageContext[G]) -> StageResult:
         channels=audio.channels,
         duration_s=audio.duration_s,
         conditioning=ctx.request.conditioning,
+        seams_s=track_seams(ctx.request),
     )
     wav = await asyncio.to_thread(encode, audio, "wav")
     return StageResult(record=record, objects={CLIP: wav})
@@ -152,20 +160,25 @@ async def check_quality(ctx: StageContext[G]) -> StageResult:
     (`generation_post.select_clip`)."""
 
     async def regenerate(seed: int) -> GeneratedAudio:
-        return await call_generator(ctx, seed)
+        return await call_generator(ctx, seed, QUALITY_INDEX)
 
     return await select_clip(ctx, regenerate)
 
 
+GENERATE_INDEX, QUALITY_INDEX = 0, 1  # where long-form windows are checkpointed (`generation_long`)
+
+
 def generation_stages(request: type[G]) -> tuple[Stage[G], ...]:
     """The stages of a generation kind whose request model is `request`."""
-    return (
+    stages: tuple[Stage[G], ...] = (
         Stage("generate", generate_clip, output=Generated, models=generator_clients),
         Stage("quality", check_quality, output=QualityChecked, models=generator_clients),
         Stage("master", master_audio, output=Mastered),
         Stage("spectrogram", draw_spectrogram, output=Spectrogram),
         Stage("store", store_clip, output=Stored),
     )
+    assert all(stages[i].name == name for i, name in STAGE_NAMES.items())
+    return stages
 
 
 MUSIC_STAGES = generation_stages(MusicJobRequest)

@@ -20,12 +20,14 @@ after paying for three generations. The caller gets the audio and the named issu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from infra.audio import Audio, decode, encode, loudness_lufs, peak_dbfs
@@ -41,6 +43,8 @@ from pipelines.jobs.generation_request import GenerationJobRequest
 G = TypeVar("G", bound=GenerationJobRequest)
 CLIP = "audio.wav"  # every audio checkpoint of this DAG: 32-bit float WAV, lossless
 SPECTROGRAM = "spectrogram.png"
+MAX_SEAM_JUMP_DB = 9.0  # a window seam louder or quieter than this is an issue (a dropout or a burst)
+SEAM_SPAN_S = 0.5
 Regenerate = Callable[[int], Awaitable[GeneratedAudio]]
 """Generate the request's clip again with another seed (the same client, prompt and settings)."""
 
@@ -54,6 +58,7 @@ class Generated(StageOutput):
     channels: int
     duration_s: float
     conditioning: dict[str, str] | None
+    seams_s: list[float] = []  # where the windows of a long track meet (`generation_long`)
 
 
 class AttemptScore(BaseModel):
@@ -122,13 +127,14 @@ async def select_clip(ctx: StageContext[G], regenerate: Regenerate) -> StageResu
     request, generated = ctx.request, ctx.output(Generated)
     first_wav = ctx.object(Generated, CLIP)
     audio = await asyncio.to_thread(decode, first_wav)
-    attempts = [Attempt(generated.seed, audio, generated.model, await _assess(audio))]
+    seams = generated.seams_s
+    attempts = [Attempt(generated.seed, audio, generated.model, await _assess(audio, seams))]
     retries = request.max_regenerations if request.quality_check else 0
     for retry in range(1, retries + 1):
         if attempts[-1].report.passed:
             break
         clip = await regenerate(regeneration_seed(generated.seed, retry))
-        attempts.append(Attempt(clip.seed, clip.audio, clip.model, await _assess(clip.audio)))
+        attempts.append(Attempt(clip.seed, clip.audio, clip.model, await _assess(clip.audio, seams)))
     chosen = max(range(len(attempts)), key=lambda i: (attempts[i].report.passed, attempts[i].report.score))
     best = attempts[chosen]
     wav = first_wav if chosen == 0 else await asyncio.to_thread(encode, best.audio, "wav")
@@ -144,8 +150,22 @@ async def select_clip(ctx: StageContext[G], regenerate: Regenerate) -> StageResu
     return StageResult(record=record, objects={CLIP: wav})
 
 
-async def _assess(audio: Audio) -> QualityReport:
-    return await asyncio.to_thread(assess_quality, audio)
+async def _assess(audio: Audio, seams_s: list[float]) -> QualityReport:
+    report = await asyncio.to_thread(assess_quality, audio)
+    jumps = [seam_jump_db(audio, at) for at in seams_s]
+    if any(jump > MAX_SEAM_JUMP_DB for jump in jumps):
+        return dataclasses.replace(report, issues=[*report.issues, "seam_level_jump"])
+    return report
+
+
+def seam_jump_db(audio: Audio, at_s: float) -> float:
+    """|level change| (dB) across a window seam at `at_s`: RMS of the `SEAM_SPAN_S` before vs after."""
+    at, span = round(at_s * audio.sample_rate), round(SEAM_SPAN_S * audio.sample_rate)
+    before, after = audio.samples[:, max(0, at - span) : at], audio.samples[:, at : at + span]
+    if before.size == 0 or after.size == 0:
+        return 0.0
+    rms = [float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) + 1e-9 for x in (before, after)]
+    return float(abs(20 * np.log10(rms[1] / rms[0])))
 
 
 async def master_audio(ctx: StageContext[G]) -> StageResult:

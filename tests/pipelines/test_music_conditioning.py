@@ -218,7 +218,8 @@ def test_admit_music_fixes_the_seed(storage: Storage, settings: Settings) -> Non
 @pytest.mark.parametrize(
     ("body", "limits", "code", "message"),
     [
-        ({"duration_s": 30.5}, {"max_generation_s": 30.0}, "duration_too_long", "limit of 30 s"),
+        ({"duration_s": 300.5}, {"max_long_music_s": 300.0}, "duration_too_long", "limit of 300 s"),
+        ({"duration_s": 30.5}, {"max_generation_s": 20.0}, "duration_too_long", "limit of 20 s"),
         ({"duration_s": 12, "model": "stable-audio"}, {}, "duration_too_long", "limit of 11 s"),
         (
             {"duration_s": 8, "model": "stable-audio"},
