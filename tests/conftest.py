@@ -27,6 +27,7 @@ TEST_ENV = {
     "SOUNDSTAGE_JOB_LEASE_S": "3",
     "SOUNDSTAGE_JOB_RECLAIM_INTERVAL_S": "1",
     "SOUNDSTAGE_MAX_GENERATION_S": "60",
+    "SOUNDSTAGE_MAX_LONG_MUSIC_S": "60",  # long-form music on the debug stack: 2 windows at most
     "SOUNDSTAGE_MAX_INPUT_DURATION_S": "400",
     "SOUNDSTAGE_MAX_SYNC_AUDIO_S": "120",
     # Inputs by `url` come from the embedded S3 server on 127.0.0.1 (tests/deployments/test_url_inputs.py
