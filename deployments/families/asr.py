@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from ray import serve
@@ -14,6 +14,9 @@ from deployments.families.client import DeploymentClient
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from models.types import Transcript
+
+Task = Literal["transcribe", "translate"]
+BatchKey = tuple[str | None, bool, float, str | None, Task]
 
 
 class ASRUserConfig(BaseModel):
@@ -29,11 +32,12 @@ class TranscriptionCall:
     word_timestamps: bool
     temperature: float = 0.0
     prompt: str | None = None
+    task: Task = "transcribe"
 
     @property
-    def batch_key(self) -> tuple[str | None, bool, float, str | None]:
+    def batch_key(self) -> BatchKey:
         """Calls decoded with the same options share a batch."""
-        return (self.language, self.word_timestamps, self.temperature, self.prompt)
+        return (self.language, self.word_timestamps, self.temperature, self.prompt, self.task)
 
 
 @serve.deployment(
@@ -69,11 +73,12 @@ class ASRDeployment(ModelHost):
         word_timestamps: bool = True,
         temperature: float = 0.0,
         prompt: str | None = None,
+        task: Task = "transcribe",
     ) -> Transcript:
         """Transcript with segments and word timestamps (seconds); `ValueError` for an unknown language.
-        `temperature` and `prompt` as in `Whisper.transcribe`."""
+        `temperature`, `prompt` and `task` as in `Whisper.transcribe`."""
         result: Transcript | Exception = await self._batch(
-            TranscriptionCall(audio, language, word_timestamps, temperature, prompt)
+            TranscriptionCall(audio, language, word_timestamps, temperature, prompt, task)
         )
         if isinstance(result, Exception):
             raise result
@@ -81,11 +86,11 @@ class ASRDeployment(ModelHost):
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _batch(self, calls: list[TranscriptionCall]) -> list[Transcript | Exception]:
-        groups: dict[tuple[str | None, bool, float, str | None], list[int]] = defaultdict(list)
+        groups: dict[BatchKey, list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
             groups[call.batch_key].append(i)
         results: list[Transcript | Exception] = [ValueError("not transcribed")] * len(calls)
-        for (language, words, temperature, prompt), indices in groups.items():
+        for (language, words, temperature, prompt, task), indices in groups.items():
             audios = [calls[i].audio for i in indices]
             try:
                 transcripts = await asyncio.to_thread(
@@ -96,6 +101,7 @@ class ASRDeployment(ModelHost):
                     beam_size=self.beam_size,
                     temperature=temperature,
                     prompt=prompt,
+                    task=task,
                 )
             except ValueError as e:  # bad language: that group's callers get the error, not the others
                 transcripts = [e] * len(indices)
@@ -115,6 +121,7 @@ class ASRClient(DeploymentClient):
         word_timestamps: bool = False,
         temperature: float = 0.0,
         prompt: str | None = None,
+        task: Task = "transcribe",
     ) -> Transcript:
         transcript: Transcript = await self._call(
             "transcribe",
@@ -123,5 +130,6 @@ class ASRClient(DeploymentClient):
             word_timestamps=word_timestamps,
             temperature=temperature,
             prompt=prompt,
+            task=task,
         )
         return transcript

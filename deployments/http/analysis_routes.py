@@ -98,11 +98,21 @@ def check_model_name(model: str, model_id: str) -> None:
 
 
 async def transcribe(
-    asr: ASRClient, audio: Audio, language: str | None, temperature: float = 0.0, prompt: str | None = None
+    asr: ASRClient,
+    audio: Audio,
+    language: str | None,
+    temperature: float = 0.0,
+    prompt: str | None = None,
+    task: Literal["transcribe", "translate"] = "transcribe",
 ) -> Transcript:
     try:
         return await asr.transcribe(
-            audio=audio, language=language, word_timestamps=True, temperature=temperature, prompt=prompt
+            audio=audio,
+            language=language,
+            word_timestamps=True,
+            temperature=temperature,
+            prompt=prompt,
+            task=task,
         )
     except ValueError as e:
         message = f"language {language!r} is not supported"
@@ -123,6 +133,7 @@ def render_transcript(
     granularities: list[Granularity],
     model: dict[str, Any],
     speakers: tuple[list[str | None], list[list[str | None]]] | None,
+    task: Literal["transcribe", "translate"] = "transcribe",
 ) -> Response:
     segment_speakers, word_speakers = speakers if speakers else (None, None)
     if response_format == "text":
@@ -132,6 +143,6 @@ def render_transcript(
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(transcript, segment_speakers), media_type="text/vtt")
     if response_format == "verbose_json":
-        body = to_verbose_json(transcript, granularities, model, segment_speakers, word_speakers)
+        body = to_verbose_json(transcript, granularities, model, segment_speakers, word_speakers, task)
         return JSONResponse(body)
     return JSONResponse({"text": transcript.text})

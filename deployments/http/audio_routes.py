@@ -66,6 +66,28 @@ async def create_transcription(
     return render_transcript(transcript, response_format, granularities, card.as_dict(), who)
 
 
+@router.post("/v1/audio/translations")
+async def create_translation(
+    svc: Svc,
+    tenant: CurrentTenant,
+    file: FileField = None,
+    upload_id: UploadIdField = None,
+    model: Annotated[str, Form()] = "whisper-1",
+    prompt: Annotated[
+        str | None, Form(max_length=MAX_PROMPT_CHARS, description="Conditions the decoder (in English).")
+    ] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+) -> Response:
+    """OpenAI-compatible translation into English (`/v1/audio/translations`): Whisper's `translate` task
+    on the spoken language it detects. An English-only model (tiny.en) writes English speech only."""
+    card = await svc.models.asr.info()
+    check_model_name(model, card.model.model_id)
+    audio = await input_audio(svc, tenant, file, upload_id)
+    transcript = await transcribe(svc.models.asr, audio, None, temperature, prompt, task="translate")
+    return render_transcript(transcript, response_format, ["segment"], card.as_dict(), None, task="translate")
+
+
 @router.post("/v1/audio/speech")
 async def create_speech(body: SpeechRequest, svc: Svc, tenant: CurrentTenant) -> StreamingResponse:
     """OpenAI-compatible text to speech in a stock voice or a registered `voice_id`, streamed sentence

@@ -54,10 +54,12 @@ def to_verbose_json(
     model: dict[str, Any],
     segment_speakers: Sequence[str | None] | None = None,
     word_speakers: Sequence[Sequence[str | None]] | None = None,
+    task: str = "transcribe",
 ) -> dict[str, Any]:
-    """OpenAI's `verbose_json` shape (+ `model`, and `speaker` fields when diarized)."""
+    """OpenAI's `verbose_json` shape (+ `model`, and `speaker` fields when diarized); `task`:
+    `transcribe` or `translate`, `language` the spoken one."""
     body: dict[str, Any] = {
-        "task": "transcribe",
+        "task": task,
         "language": transcript.language,
         "duration": round(transcript.duration_s, 3),
         "text": transcript.text,

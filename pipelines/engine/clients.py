@@ -9,7 +9,7 @@ positional `.remote(...)` argument. Tests pass in-process doubles that satisfy t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from infra.audio import Audio
 from infra.dsp.regions import SpeechRegion, Turn
@@ -100,9 +100,10 @@ class ASRClient(ModelClient, Protocol):
         word_timestamps: bool = False,
         temperature: float = 0.0,
         prompt: str | None = None,
+        task: Literal["transcribe", "translate"] = "transcribe",
     ) -> Transcript:
         """`temperature`: 0 decodes with fallback to higher temperatures, above 0 samples at it; `prompt`
-        conditions the decoder (Whisper's initial prompt)."""
+        conditions the decoder (Whisper's initial prompt); `translate`: English text from any language."""
         ...
 
 

@@ -60,6 +60,7 @@ class LeakyASR:
         word_timestamps: bool = False,
         temperature: float = 0.0,
         prompt: str | None = None,
+        task: str = "transcribe",
     ) -> None:
         raise RayTaskError()
 

@@ -73,8 +73,9 @@ class RecordingASR:
         word_timestamps: bool = False,
         temperature: float = 0.0,
         prompt: str | None = None,
+        task: str = "transcribe",
     ) -> Transcript:
-        self.calls.append({"language": language, "temperature": temperature, "prompt": prompt})
+        self.calls.append({"language": language, "temperature": temperature, "prompt": prompt, "task": task})
         return Transcript("en", 1.0, 2.0, SEGMENTS)
 
 
@@ -266,7 +267,12 @@ def test_temperature_and_prompt_reach_the_asr(client: openai.OpenAI, asr: Record
     client.audio.transcriptions.create(
         model="whisper-1", file=("a.wav", tone_wav()), temperature=0.4, prompt="Kenobi, Obi-Wan."
     )
-    assert asr.calls[-1] == {"language": None, "temperature": 0.4, "prompt": "Kenobi, Obi-Wan."}
+    assert asr.calls[-1] == {
+        "language": None,
+        "temperature": 0.4,
+        "prompt": "Kenobi, Obi-Wan.",
+        "task": "transcribe",
+    }
 
 
 def test_verbose_json_segments_carry_the_decoder_facts(client: openai.OpenAI) -> None:
@@ -323,3 +329,18 @@ def test_opus_and_aac_speech(client: openai.OpenAI, http: TestClient, fmt: str, 
         "/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": fmt}
     )
     assert r.headers["content-type"].startswith({"opus": "audio/ogg", "aac": "audio/aac"}[fmt])
+
+
+def test_translations_ask_whisper_to_translate(client: openai.OpenAI, asr: RecordingASR) -> None:
+    translated = client.audio.translations.create(
+        model="whisper-1", file=("a.wav", tone_wav()), prompt="News."
+    )
+    assert translated.text == "Hello there. General Kenobi."
+    assert asr.calls[-1] == {"language": None, "temperature": 0.0, "prompt": "News.", "task": "translate"}
+    verbose = client.audio.translations.create(
+        model="whisper-1", file=("a.wav", tone_wav()), response_format="verbose_json", temperature=0.3
+    )
+    assert verbose.segments and verbose.segments[0].tokens == [50364, 2425, 456]
+    assert verbose.to_dict()["task"] == "translate" and asr.calls[-1]["temperature"] == 0.3
+    with pytest.raises(openai.NotFoundError):
+        client.audio.translations.create(model="whisper-9", file=("a.wav", tone_wav()))
