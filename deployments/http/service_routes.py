@@ -3,6 +3,7 @@
 `/v1/models` is OpenAI's model list (`openai_models.py`)."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter
 from ray import serve
@@ -14,13 +15,16 @@ from deployments.http.services import Authorized, Svc
 from infra.storage import StorageError
 
 router = APIRouter(route_class=EdgeRoute, tags=["service"])
+# Liveness pings run on threads of their own: uploads and URL inputs can hold every thread of the
+# event loop's default pool for seconds (bench/ingress_memory.py), and /healthz must still answer.
+_LIVENESS_POOL = ThreadPoolExecutor(2, thread_name_prefix="healthz")
 
 
 @router.get("/healthz")
 async def healthz(svc: Svc) -> dict[str, str]:
     """Liveness of the ingress and its object store."""
     try:
-        await asyncio.to_thread(svc.storage.ping)
+        await asyncio.get_running_loop().run_in_executor(_LIVENESS_POOL, svc.storage.ping)
     except StorageError as e:
         raise ApiError(503, "storage_unavailable", "the object store is unreachable") from e
     return {"status": "ok"}
