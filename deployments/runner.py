@@ -76,6 +76,7 @@ class JobRunner:
         self.retry = RetryPolicy(is_transient=is_transient)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
+        self._claiming: dict[str, asyncio.Future[asyncio.Task[None] | None]] = {}
         self._draining = False
         self._sweeper: asyncio.Task[None] | None = None
         self._work_pool = ThreadPoolExecutor(self.settings.runner_threads, thread_name_prefix="job-work")
@@ -88,7 +89,8 @@ class JobRunner:
 
     async def submit(self, job_id: str) -> bool:
         """Claim and run `job_id`, returning when it ends (so ongoing requests = jobs in flight, which
-        drives autoscaling). False at once if it is not claimable, this replica is full or draining."""
+        drives autoscaling); also when this replica's sweep claimed it first. False at once if it is not
+        claimable here: another replica runs it, it has finished, or this replica is full or draining."""
         self._ensure_sweeper()
         task = await self._try_start(job_id)
         if task is None:
@@ -169,12 +171,32 @@ class JobRunner:
                 logger.exception("could not claim a job; skipping it this sweep", extra={"job_id": job_id})
 
     async def _try_start(self, job_id: str) -> asyncio.Task[None] | None:
+        """Claim and start `job_id` here; a claim already under way on this replica (the sweep and a
+        `submit` racing) is awaited rather than made twice."""
+        claiming = self._claiming.get(job_id)
+        if claiming is not None:
+            return await asyncio.shield(claiming)
+        future: asyncio.Future[asyncio.Task[None] | None] = asyncio.get_running_loop().create_future()
+        self._claiming[job_id] = future
+        try:
+            task = await self._claim_and_start(job_id)
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: a racing caller re-raises it, nobody else must
+            raise
+        else:
+            future.set_result(task)
+            return task
+        finally:
+            del self._claiming[job_id]
+
+    async def _claim_and_start(self, job_id: str) -> asyncio.Task[None] | None:
         if (
             self._draining
             or job_id in self._running
             or len(self._running) >= self.settings.job_max_concurrent
         ):
-            return None
+            return self._running.get(job_id)
         record = await self._leased(lambda: self.jobs.get(job_id))
         if record.status.finished:
             await self._drop_stale(job_id)
