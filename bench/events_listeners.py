@@ -26,7 +26,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine_info import machine
+from machine_info import machine
+
 from infra.embedded_s3 import EmbeddedS3, free_port
 from infra.jobs import JobRecord, JobStore, SegmentProgress
 from infra.settings import Settings
