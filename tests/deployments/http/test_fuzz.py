@@ -26,7 +26,7 @@ from models.types import ModelInfo, PitchContour, Transcript
 from pipelines.engine.clients import ModelCard, Models
 from tests.deployments.http.conftest import RecordingRunner
 
-FUZZ_EXAMPLES = 25
+FUZZ_EXAMPLES = 15
 SERVE_ONLY = {"/v1/deployments"}
 
 

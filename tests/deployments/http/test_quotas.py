@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from deployments.http.api import build_http_app
 from deployments.http.services import Services
 from infra.jobs import JobStore
+from infra.quotas import QuotaStore
 from infra.settings import QuotaLimits, Settings
 from infra.storage import Storage
 from tests.deployments.http.conftest import FakeTTS, RecordingRunner, bearer, keyed, tone_wav
@@ -35,9 +36,11 @@ def replicas(settings: Settings, storage: Storage) -> Iterator[Replicas]:
         used = keyed(settings).model_copy(update={"quotas": quotas})
 
         def app() -> TestClient:
-            jobs = JobStore(storage, clock=lambda: clock[0])
             models = models_with(**({"tts": FakeTTS()} | clients))
-            services = Services(used, storage, jobs, models, RecordingRunner())
+            services = Services(used, storage, JobStore(storage), models, RecordingRunner())
+            # Only the quota windows move with the test's clock: the jobs keep real times, so the
+            # session's store lists them among everyone else's as usual.
+            services.quotas = QuotaStore(storage, clock=lambda: clock[0])
             client = TestClient(build_http_app(services), raise_server_exceptions=False)
             opened.append(client)
             return client
