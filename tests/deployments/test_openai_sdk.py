@@ -89,3 +89,15 @@ def test_errors_in_openai_shape(client: openai.OpenAI) -> None:
     assert bad.value.param == "speed" and bad.value.type == "invalid_request_error"
     with pytest.raises(openai.NotFoundError):
         client.audio.transcriptions.create(model="whisper-9", file=("a.wav", b"RIFF"))
+
+
+def test_translation_and_phone_containers(client: openai.OpenAI, speech_wav: bytes) -> None:
+    from infra.audio import decode
+    from tests.infra.test_av_codec import muxed
+
+    m4a = muxed(decode(speech_wav), "ipod", "aac")
+    translated = client.audio.translations.create(model="whisper-1", file=("speech.m4a", m4a))
+    assert word_error_rate(TEXT, translated.text) <= 0.15, translated.text  # English stays English
+    opus = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="opus").read()
+    back = client.audio.transcriptions.create(model="whisper-1", file=("speech.opus", opus))
+    assert opus[:4] == b"OggS" and word_error_rate(TEXT, back.text) <= 0.15, back.text
