@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -225,3 +226,31 @@ def test_a_model_call_past_its_deadline_is_cancelled_on_the_replica(monkeypatch:
         asyncio.run(client._call("method"))
     assert handle.cancelled == 1
     assert os.environ["SOUNDSTAGE_MODEL_CALL_TIMEOUT_S"] == "0.3"
+
+
+def test_lease_renewals_never_wait_behind_stage_work(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every work thread busy (long renders), the lease is still renewed: renewals have threads of
+    their own. Before, they queued behind the work on one pool and the lease expired under load."""
+    monkeypatch.setenv("SOUNDSTAGE_RUNNER_THREADS", "4")
+    jobs = JobStore(storage)
+    record, _ = jobs.create(HANG, {})
+    release = threading.Event()
+
+    async def scenario() -> None:
+        runner = make_runner()
+        running = asyncio.ensure_future(runner.submit(record.id))
+        await asyncio.wait_for(WEDGED[-1].started.wait(), 10)
+        loop = asyncio.get_running_loop()
+        hogs = [loop.run_in_executor(None, release.wait, 30) for _ in range(8)]  # the work pool is full
+        first = jobs.get(record.id).lease_expires_at
+        await asyncio.sleep(3.5)  # three heartbeats (lease 3 s, every 1 s)
+        renewed = jobs.get(record.id).lease_expires_at
+        release.set()
+        await asyncio.gather(*hogs)
+        await runner.drain()
+        await asyncio.gather(running, return_exceptions=True)
+        assert first is not None and renewed is not None and renewed > first
+
+    asyncio.run(scenario())
