@@ -4,10 +4,10 @@ and (from `openai_models`) the model list `/v1/models`."""
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from deployments.http import openai_models
 from deployments.http.analysis_routes import check_model_name, render_transcript, speakers, transcribe
@@ -17,7 +17,7 @@ from deployments.http.inputs import FileField, UploadIdField, input_audio
 from deployments.http.openai_models import SPEECH_MODELS
 from deployments.http.services import Authorized, CurrentTenant, Services, Svc
 from deployments.http.speech import MEDIA_TYPES, SpeechRequest, encoded_stream, sentences_audio, sse_events
-from deployments.http.transcripts import Granularity, ResponseFormat, text_events
+from deployments.http.transcripts import Granularity, ResponseFormat, text_events, word_logprobs
 from deployments.http.voices import load_reference
 from infra.audio import Audio
 from infra.tenancy import Tenant
@@ -52,6 +52,10 @@ async def create_transcription(
         bool,
         Form(description="`transcript.text.delta` events, one per segment, then `transcript.text.done`."),
     ] = False,
+    include: Annotated[
+        list[Literal["logprobs"]] | None,
+        Form(alias="include[]", description="`logprobs`: per-word log probabilities (json format)."),
+    ] = None,
     diarize: Annotated[bool, Form(description="Attribute segments and words to speakers.")] = False,
 ) -> Response:
     """OpenAI-compatible transcription (`/v1/audio/transcriptions`), plus `diarize=true`."""
@@ -61,6 +65,8 @@ async def create_transcription(
     transcript = await transcribe(svc.models.asr, audio, language, temperature, prompt)
     if stream:
         return StreamingResponse(text_events(transcript), media_type="text/event-stream")
+    if include and response_format == "json":
+        return JSONResponse({"text": transcript.text, "logprobs": word_logprobs(transcript)})
     who = await speakers(svc.models.diarizer, audio, transcript) if diarize else None
     granularities = timestamp_granularities or ["segment"]
     return render_transcript(transcript, response_format, granularities, card.as_dict(), who)

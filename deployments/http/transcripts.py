@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -95,6 +96,16 @@ def _segment_json(index: int, segment: Segment, speaker: str | None) -> dict[str
     if speaker is not None:
         body["speaker"] = speaker
     return body
+
+
+def word_logprobs(transcript: Transcript) -> list[dict[str, Any]]:
+    """OpenAI's `logprobs` (`include[]=logprobs`), one entry per word: Whisper here reports a probability
+    per word (the product of its tokens'), so `token` is the word and `logprob` its natural log."""
+    return [
+        {"token": w.text, "logprob": math.log(max(w.probability, 1e-12)), "bytes": list(w.text.encode())}
+        for segment in transcript.segments
+        for w in segment.words
+    ]
 
 
 def text_events(transcript: Transcript) -> Iterator[bytes]:

@@ -101,3 +101,11 @@ def test_translation_and_phone_containers(client: openai.OpenAI, speech_wav: byt
     opus = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="opus").read()
     back = client.audio.transcriptions.create(model="whisper-1", file=("speech.opus", opus))
     assert opus[:4] == b"OggS" and word_error_rate(TEXT, back.text) <= 0.15, back.text
+
+
+def test_include_logprobs(client: openai.OpenAI, speech_wav: bytes) -> None:
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=("s.wav", speech_wav), include=["logprobs"], response_format="json"
+    )
+    assert result.logprobs and len(result.logprobs) == len(result.text.split())
+    assert all(p.logprob is not None and p.logprob <= 0 for p in result.logprobs)

@@ -344,3 +344,14 @@ def test_translations_ask_whisper_to_translate(client: openai.OpenAI, asr: Recor
     assert verbose.to_dict()["task"] == "translate" and asr.calls[-1]["temperature"] == 0.3
     with pytest.raises(openai.NotFoundError):
         client.audio.translations.create(model="whisper-9", file=("a.wav", tone_wav()))
+
+
+def test_include_logprobs_gives_word_log_probabilities(client: openai.OpenAI) -> None:
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", tone_wav()), include=["logprobs"], response_format="json"
+    )
+    assert result.logprobs is not None
+    assert [(p.token, round(p.logprob or 0, 4)) for p in result.logprobs] == [
+        ("Hello", -0.1054),
+        ("there.", -0.2231),
+    ]
