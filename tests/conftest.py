@@ -61,7 +61,7 @@ def stack(s3: EmbeddedS3) -> Iterator[object]:
 
     saved = dict(os.environ)
     os.environ.update({**s3.env, **TEST_ENV})
-    options = LocalStackOptions(port=free_port(), logical_gpus=3, num_cpus=2)
+    options = LocalStackOptions(port=free_port(), logical_gpus=3, num_cpus=2, dashboard_port=free_port())
     local = LocalStack(options)
     try:
         local.start()

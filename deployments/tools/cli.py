@@ -7,12 +7,13 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from deployments.tools.local_stack import DASHBOARD_PORT, ModelsMissingError
 from infra.client import ApiRequestError, JobFailedError, SoundstageClient, download
 from infra.embedded_s3 import EmbeddedS3Error
 from infra.model_store import pull_model, push_model
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         TimeoutError,
         EmbeddedS3Error,
         StoreProbeError,
+        ModelsMissingError,
     ) as e:
         print(f"soundstage: {e}", file=sys.stderr)
         return 1
@@ -56,6 +58,27 @@ def _parser() -> argparse.ArgumentParser:
         help="where the embedded S3 store keeps jobs, uploads and outputs across restarts "
         "(default: $XDG_DATA_HOME/soundstage, else ~/.local/share/soundstage); unused when "
         "SOUNDSTAGE_S3_ENDPOINT_URL names another store",
+    )
+    serve.add_argument(
+        "--models",
+        choices=["offline", "production"],
+        default="offline",
+        help="offline: debug and packaged weights on CPU (default, what CI runs); production: the "
+        "config's URIs and devices (auto: the GPUs nvidia-smi lists)",
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="FAMILY=URI",
+        help="serve FAMILY (music, melody, sfx, separation, asr, ...) from URI instead; repeatable",
+    )
+    serve.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=DASHBOARD_PORT,
+        help="Ray dashboard on 127.0.0.1 (what `serve status`, `serve config` and `ray list` talk to); "
+        "0: none",
     )
     serve.add_argument("--verbose", action="store_true", help="stream replica logs to this terminal")
     serve.set_defaults(func=cmd_serve)
@@ -91,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_convert_arguments(convert)
     convert.set_defaults(func=cmd_models_convert)
+    fetch = models_sub.add_parser(
+        "fetch", help="download an official release, verify its checksum, convert it, push it to the store"
+    )
+    fetch.add_argument("name", help="htdemucs, htdemucs_ft or audiogen-medium")
+    fetch.add_argument("--to", default=None, help="s3://bucket/prefix (default: s3://soundstage-models/NAME)")
+    fetch.add_argument(
+        "--url", default=None, help="a mirror of the release file (same SIG-SHA256PREFIX name)"
+    )
+    fetch.set_defaults(func=cmd_models_fetch)
     pull = models_sub.add_parser("pull", help="sync an s3:// model into the local cache")
     pull.add_argument("uri")
     pull.set_defaults(func=cmd_models_pull)
@@ -134,14 +166,20 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM, then stop Serve, Ray (every process it started) and the store."""
     from deployments.tools.local_stack import LocalStack, LocalStackOptions
 
     options = LocalStackOptions(
-        port=args.port, config_path=args.config, log_to_driver=args.verbose, data_dir=args.data_dir
+        port=args.port,
+        config_path=args.config,
+        log_to_driver=args.verbose,
+        data_dir=args.data_dir,
+        dashboard_port=args.dashboard_port or None,
+        models=args.models,
+        model_uris=_model_overrides(args.model, args.config),
     )
     stack = LocalStack(options)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    _stop_on(signal.SIGINT, signal.SIGTERM)
     try:
         stack.start()
         _print_urls(stack, args.verbose)
@@ -151,15 +189,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"first job {job['id']} submitted")
             _follow(client, job["id"], args.output_dir)
         if not args.exit:
-            print("serving; press Ctrl-C to stop")
-            while not stopped.wait(1.0):
+            print("serving; press Ctrl-C (or send SIGTERM) to stop", flush=True)
+            while True:
+                time.sleep(1.0)
                 stack.check()  # the embedded store exiting on its own ends the stack, with its log
-    except KeyboardInterrupt:
-        pass
+    except StopRequested as e:
+        print(f"{e} received")
     finally:
-        print("stopping Ray, Serve and the embedded S3 store")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: print("already stopping", flush=True))
+        print("stopping Ray, Serve and the embedded S3 store", flush=True)
         stack.stop()
     return 0
+
+
+def _model_overrides(pairs: list[str], config_path: Path | None) -> dict[str, str]:
+    """`["music=/models/mg"]` → `{"music_model_uri": "/models/mg"}`; raise `SettingsError` naming the
+    families the config has when one is unknown or a pair has no `=`."""
+    from deployments.tools.serve_config import load_config, model_families
+
+    families = model_families(load_config(config_path))
+    out: dict[str, str] = {}
+    for pair in pairs:
+        family, sep, uri = pair.partition("=")
+        if not sep or not uri or family not in families:
+            raise SettingsError(f"--model {pair!r}: want FAMILY=URI with FAMILY one of {', '.join(families)}")
+        out[families[family]] = uri
+    return out
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached `soundstage serve`; raised in the main thread wherever it is."""
+
+
+def _stop_on(*signals: signal.Signals) -> None:
+    """Turn each signal into `StopRequested`. Set explicitly because a shell starts background jobs
+    with SIGINT ignored (Python then never installs its Ctrl-C handler), and because Ray's own SIGTERM
+    handler would drain for 30 s and exit without stopping the stack."""
+
+    def stop(signum: int, _: object) -> None:
+        raise StopRequested(signal.Signals(signum).name)
+
+    for sig in signals:
+        signal.signal(sig, stop)
 
 
 def _first_key() -> str | None:
@@ -174,11 +246,30 @@ def _print_urls(stack: Any, verbose: bool) -> None:
     if stack.s3 is not None:
         print(f"  embedded S3:     {stack.s3.endpoint_url} (bucket {stack.settings.s3_bucket}, SeaweedFS)")
         print(f"  data dir:        {stack.s3.data_dir} (kept across restarts; log {stack.s3.log_path.name})")
+        store_env = " ".join(f"{k}={v}" for k, v in stack.s3.env.items())
+        print(f"  store for `soundstage models push`: export {store_env}")
     else:
         endpoint = stack.settings.s3_endpoint_url or "AWS S3"
         print(f"  S3 store:        {endpoint} (bucket {stack.settings.s3_bucket})")
+    gpus = f"{stack.gpus} GPU(s)" if stack.gpus else "CPU only (no GPU listed by nvidia-smi)"
+    print(f"  models:          {stack.options.models}, {gpus}")
+    if stack.dashboard_url is not None:
+        print(f"  Ray dashboard:   {stack.dashboard_url}")
+        print(f"  Ray's tools:     export {ray_tools_env(stack.dashboard_url)}")
+        print("                   (then `serve status`, `serve config`, `ray list actors`)")
     if not verbose:
         print("  replica logs:    /tmp/ray/session_latest/logs/serve/ (or run with --verbose)")
+
+
+def ray_tools_env(dashboard_url: str) -> str:
+    """The environment `serve status`, `serve config` and `ray list actors` need for this stack: its
+    dashboard address (`ray` reads RAY_ADDRESS, `serve` RAY_DASHBOARD_ADDRESS) and token auth (Ray
+    reads the token from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, which the first
+    local start writes)."""
+    line = f"RAY_ADDRESS={dashboard_url} RAY_DASHBOARD_ADDRESS={dashboard_url} RAY_AUTH_MODE=token"
+    if "RAY_AUTH_TOKEN_PATH" in os.environ:
+        line += f" RAY_AUTH_TOKEN_PATH={os.environ['RAY_AUTH_TOKEN_PATH']}"
+    return line
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -281,6 +372,19 @@ def _convert_audiogen(args: argparse.Namespace) -> Path:
     return convert_audiocraft_checkpoint(
         release.state_dict, release.config, args.out_dir, text_encoder=args.text_encoder
     )
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    """Print the model store URI to put in the config; exit 2 with the reason when the fetch fails."""
+    from deployments.tools.model_fetch import FetchError, fetch_model
+
+    to = args.to or f"s3://soundstage-models/{args.name}"
+    try:
+        uri = fetch_model(args.name, to, load_settings(), url=args.url)
+    except FetchError as e:
+        return _bad_input(str(e))
+    print(uri)
+    return 0
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:

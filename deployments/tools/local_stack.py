@@ -6,18 +6,26 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deployments.tools.serve_config import deploy, load_config, local_profile
 from infra.embedded_s3 import EmbeddedS3, default_data_dir
+from infra.model_store import hub_reachable, missing_model
 from infra.settings import Settings, load_settings
 from infra.storage import Storage
 from infra.store_probe import probe_conditional_writes
 
 logger = logging.getLogger(__name__)
 RAY_START_TRIES = 3
+RAY_EXIT_TIMEOUT_S = 15.0
+DASHBOARD_PORT = 8265  # Ray's default, what `serve status` and `ray list` try first
 
 
 @dataclass
@@ -25,7 +33,8 @@ class LocalStackOptions:
     port: int = 8000
     config_path: Path | None = None
     num_cpus: int | None = None
-    logical_gpus: int = 0
+    logical_gpus: int | None = None  # GPUs for Ray; None: nvidia-smi's count for production models, else 0
+    models: str = "offline"  # or "production": serve_config.yaml's URIs (serve_config.local_profile)
     local_cpus: float = 0.05
     max_replicas: int = 2
     min_replicas: int = 1
@@ -34,6 +43,7 @@ class LocalStackOptions:
     env: dict[str, str] = field(default_factory=dict)
     log_to_driver: bool = True
     data_dir: Path | None = None  # default: infra.embedded_s3.default_data_dir()
+    dashboard_port: int | None = None  # on 127.0.0.1 (`soundstage serve`: 8265); None: no dashboard
 
 
 def enable_ray_token_auth() -> None:
@@ -48,6 +58,25 @@ def enable_ray_token_auth() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
+class ModelsMissingError(RuntimeError):
+    """Models of the config cannot be loaded from here; the message has one line per model."""
+
+
+def detect_gpus() -> int:
+    """The GPUs `nvidia-smi -L` lists (0 without the tool); asked of nvidia-smi, not torch, so that the
+    CLI process stays free of the model stack."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+
+
 class LocalStack:
     """`start()` brings everything up; `stop()` shuts Serve down, and Ray and the embedded S3 server
     if `start()` started them."""
@@ -58,6 +87,8 @@ class LocalStack:
         self.configured: Settings = load_settings()
         self.settings: Settings = self.configured  # pointed at the embedded store once it runs
         self._started_ray = False
+        self.gpus = 0
+        self.dashboard_url: str | None = None  # http://127.0.0.1:PORT once Ray runs with a dashboard
 
     @property
     def base_url(self) -> str:
@@ -80,20 +111,54 @@ class LocalStack:
         except BaseException:
             self._stop_store()
             raise
-        self._start_ray()
+        gpus = self.options.logical_gpus
+        if gpus is None:  # offline models run on the CPU: no GPU shares to reserve for them
+            gpus = detect_gpus() if self.options.models == "production" else 0
+        self.gpus = gpus
         config = local_profile(
             load_config(self.options.config_path),
             port=self.options.port,
             env={**env, **self.options.env},
             local_cpus=self.options.local_cpus,
-            keep_gpu_shares=self.options.logical_gpus > 0,
+            gpus=self.gpus,
             max_replicas=self.options.max_replicas,
             min_replicas=self.options.min_replicas,
+            models=self.options.models,
             model_uris=self.options.model_uris,
             user_configs=self.options.user_configs,
         )
+        try:
+            self._check_models(config)
+        except BaseException:
+            self._stop_store()
+            raise
+        self._start_ray()
         deploy(config)
         return self
+
+    def _check_models(self, config: dict[str, Any]) -> None:
+        """Fail before Ray starts when a model of the config cannot be loaded from this machine."""
+        uris = {
+            name: uri
+            for app in config["applications"]
+            for name, uri in app.get("args", {}).items()
+            if name.endswith("_model_uri")
+        }
+        missing = {name: missing_model(uri, self.settings, hub_reachable=False) for name, uri in uris.items()}
+        from_hub = [name for name, fix in missing.items() if fix and fix.startswith("huggingface-cli")]
+        reachable = bool(from_hub) and hub_reachable()  # asked only when a hub model is not cached
+        if reachable:
+            missing.update(dict.fromkeys(from_hub))
+        lines = [
+            f"  {name.removesuffix('_model_uri')} ({uris[name]}): {fix}"
+            for name, fix in missing.items()
+            if fix
+        ]
+        if lines:
+            hub = "" if reachable or not from_hub else " (the Hugging Face hub is not reachable from here)"
+            raise ModelsMissingError(
+                f"{len(lines)} model(s) cannot be loaded{hub}; to fix:\n" + "\n".join(lines)
+            )
 
     def check(self) -> None:
         """Raise `EmbeddedS3Error` if the embedded store has stopped without being asked to."""
@@ -109,15 +174,22 @@ class LocalStack:
 
         if ray.is_initialized():
             return
+        dashboard = self.options.dashboard_port is not None
         for attempt in range(1, RAY_START_TRIES + 1):
             try:
-                ray.init(
-                    num_cpus=self.options.num_cpus,
-                    num_gpus=self.options.logical_gpus,
-                    include_dashboard=False,
-                    log_to_driver=self.options.log_to_driver,
-                    logging_level=logging.WARNING,
-                )
+                with _keeping_sigterm_handler():
+                    context = ray.init(
+                        num_cpus=self.options.num_cpus,
+                        num_gpus=self.gpus,
+                        include_dashboard=dashboard,
+                        dashboard_host="127.0.0.1",
+                        dashboard_port=self.options.dashboard_port or DASHBOARD_PORT,
+                        log_to_driver=self.options.log_to_driver,
+                        logging_level=logging.WARNING,
+                    )
+                url = getattr(context, "dashboard_url", None) if dashboard else None
+                if url:
+                    self.dashboard_url = url if "://" in url else f"http://{url}"
                 break
             except Exception as e:
                 # On an overloaded machine the raylet can miss a fixed startup deadline (e.g. waiting for
@@ -137,11 +209,83 @@ class LocalStack:
         if ray.is_initialized():
             serve.shutdown()
         if self._started_ray:
-            ray.shutdown()
+            ray_processes = _ray_process_tree()
+            ray.shutdown(wait_for_processes=True)
+            # `wait_for_processes` waits for the GCS, raylet and dashboard only; their own children
+            # (DashboardAgent, RuntimeEnvAgent, workers) exit after them, or are ended here.
+            reap(ray_processes, timeout_s=RAY_EXIT_TIMEOUT_S)
             self._started_ray = False
+            self.dashboard_url = None
         self._stop_store()
 
     def _stop_store(self) -> None:
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None
+
+
+@contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Put the caller's SIGTERM handler back after `ray.init`.
+
+    `ray.init` installs its own: `sys.exit(15)` first, then the node's, which drains the node for up to
+    30 s and exits from inside the handler (seen: exit 134 about 3 s in, Ray's agents left running).
+    The process that owns the stack decides what SIGTERM means; `soundstage serve` stops the stack.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _ray_process_tree() -> set[int]:
+    """The processes `ray.init` started (GCS, raylet, dashboard, ...) and all of theirs."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    started = getattr(node, "all_processes", {}) or {}
+    roots = {info.process.pid for infos in started.values() for info in infos if info.process is not None}
+    return roots.union(*(process_tree(pid) for pid in roots))
+
+
+def process_tree(root: int) -> set[int]:
+    """The ids of `root`'s descendants (Linux `/proc`; empty elsewhere)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - tree
+        tree |= frontier
+    return tree
+
+
+def reap(pids: set[int], *, timeout_s: float) -> None:
+    """Wait up to `timeout_s` for `pids` to exit, then SIGKILL what is left, with a warning naming it."""
+    deadline = time.monotonic() + timeout_s
+    alive = {pid: _name(pid) for pid in pids}
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = {pid: name for pid, name in alive.items() if _name(pid) == name}
+    for pid, name in alive.items():
+        logger.warning("Ray process %d (%s) still up %.0f s after shutdown; killing it", pid, name, timeout_s)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _name(pid: int) -> str | None:
+    """The process's command line, or None once it has exited (a zombie counts as exited)."""
+    try:
+        if " Z " in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:4]:
+            return None
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+    except OSError:
+        return None
