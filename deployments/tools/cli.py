@@ -251,7 +251,7 @@ def _print_urls(stack: Any, verbose: bool) -> None:
     else:
         endpoint = stack.settings.s3_endpoint_url or "AWS S3"
         print(f"  S3 store:        {endpoint} (bucket {stack.settings.s3_bucket})")
-    gpus = f"{stack.gpus} GPU(s)" if stack.gpus else "CPU only (no GPU listed by nvidia-smi)"
+    gpus = f"{stack.gpus} GPU(s)" if stack.gpus else "CPU only"
     print(f"  models:          {stack.options.models}, {gpus}")
     if stack.dashboard_url is not None:
         print(f"  Ray dashboard:   {stack.dashboard_url}")

@@ -271,7 +271,7 @@ def process_tree(root: int) -> set[int]:
 def reap(pids: set[int], *, timeout_s: float) -> None:
     """Wait up to `timeout_s` for `pids` to exit, then SIGKILL what is left, with a warning naming it."""
     deadline = time.monotonic() + timeout_s
-    alive = {pid: _name(pid) for pid in pids}
+    alive = {pid: name for pid in pids if (name := _name(pid)) is not None}
     while alive and time.monotonic() < deadline:
         time.sleep(0.2)
         alive = {pid: name for pid, name in alive.items() if _name(pid) == name}
