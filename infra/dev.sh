@@ -24,7 +24,7 @@ lint() {
   "$VENV/bin/lint-imports"
 }
 
-run_tests() {
+run_pytest() {
   local rc=0
   "$PY" -m pytest "$@" || rc=$?
   if [ "$rc" -eq 5 ]; then
@@ -32,6 +32,17 @@ run_tests() {
     return 1
   fi
   return "$rc"
+}
+
+run_tests() {
+  if [ "$#" -gt 0 ]; then
+    run_pytest "$@"
+    return
+  fi
+  # The whole suite: the tests that restart the Ray cluster itself run after it, in a process of their
+  # own (the session's shared cluster cannot be re-initialised inside one pytest process).
+  run_pytest
+  run_pytest -m own_cluster
 }
 
 command="${1:-help}"

@@ -22,7 +22,8 @@ from infra.jobs import JobRecord, JobStore
 from infra.storage import Storage
 from tests.replicas import wait_until
 
-pytestmark = pytest.mark.ray
+# Runs in a pytest process of its own (`bash infra/dev.sh test` runs `-m own_cluster` after the suite).
+pytestmark = [pytest.mark.ray, pytest.mark.own_cluster]
 
 
 def generate_committed(record: JobRecord) -> bool:
