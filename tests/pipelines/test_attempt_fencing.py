@@ -10,6 +10,7 @@ the new attempt's. The job store and S3 are real (the embedded server over HTTP)
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import numpy as np
 import pytest
@@ -37,7 +38,17 @@ async def store_tone(ctx: StageContext[Tone]) -> StageResult:
 STAGES = (Stage("store", store_tone, output=Stored),)
 
 
-def test_a_superseded_attempts_late_writes_are_invisible(storage: Storage) -> None:
+@pytest.fixture
+def bucket(storage: Storage) -> Storage:
+    """A bucket of this test's own: its job runs on a fake clock, so the session stack's runners (on the
+    real one) would see its lease long expired and claim it."""
+    own = Storage(storage.settings.model_copy(update={"s3_bucket": f"fencing-{uuid.uuid4().hex[:12]}"}))
+    own.ensure_bucket()
+    return own
+
+
+def test_a_superseded_attempts_late_writes_are_invisible(bucket: Storage) -> None:
+    storage = bucket
     now = [1_000_000.0]
     jobs = JobStore(storage, clock=lambda: now[0])
     record, _ = jobs.create("tone", {"hz": 440.0})
