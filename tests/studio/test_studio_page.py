@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+from selenium.webdriver.common.keys import Keys
 
 from deployments.http.api import build_http_app
 from deployments.http.services import Services
@@ -190,3 +191,40 @@ def test_api_text_is_shown_as_text_never_as_html(served: tuple[str, JobStore, St
     assert page.find_all("#job-rows img, #job-rows b") == []
     assert page.js("return window.studioXss === undefined")
     page.shot("xss-text")
+
+
+def focus_order(page: Page, presses: int) -> list[str]:
+    """The ids (or tag names) of the elements that Tab reaches, in order, from the top of the page."""
+    page.js("document.activeElement?.blur(); window.scrollTo(0, 0);")
+    order = []
+    for _ in range(presses):
+        page.driver.switch_to.active_element.send_keys(Keys.TAB)
+        order.append(page.js("const a = document.activeElement; return a.id || a.className || a.tagName;"))
+    return order
+
+
+def test_the_page_is_keyboard_friendly(served: tuple[str, JobStore, Storage], page: Page) -> None:
+    base, _, _ = served
+    page.open(f"{base}/studio")
+    unlabelled = page.js(
+        "return [...document.querySelectorAll('input, select, textarea')]"
+        ".filter(c => !c.labels?.length && !c.getAttribute('aria-label')).map(c => c.id || c.name);"
+    )
+    assert unlabelled == []
+    assert page.find_all("[onclick], div[tabindex], span[tabindex]") == []  # controls are buttons
+    order = focus_order(page, 9)
+    assert order[:6] == ["skip", "api-key", "remember-key", "BUTTON", "forget-key", "tab-music"], order
+    assert order[6:9] == ["music-prompt", "music-model", "music-duration"], order  # one stop for the tabs
+    page.driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB, Keys.NULL)
+    page.driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB, Keys.NULL)
+    page.driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB, Keys.NULL)
+    assert page.js("return document.activeElement.id") == "tab-music"
+    page.driver.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    assert page.js("return document.activeElement.id") == "tab-sfx"
+    assert page.find("#panel-sfx").is_displayed() and not page.find("#panel-music").is_displayed()
+    page.driver.switch_to.active_element.send_keys(Keys.END)
+    assert page.js("return document.activeElement.id") == "tab-pitch"
+    page.driver.switch_to.active_element.send_keys(Keys.ENTER)  # already selected; stays
+    page.driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert page.js("return document.activeElement.id") == "pitch-file"
+    page.shot("keyboard-pitch-tab")
