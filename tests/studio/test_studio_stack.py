@@ -120,8 +120,9 @@ def test_a_bad_upload_shows_the_apis_422(base_url: str, page: Page, tmp_path: Pa
     message = page.text("#panel-separate [data-error]")
     assert message.startswith("422 invalid_audio: "), message
     assert "truncated.wav was not accepted" in page.text("#panel-separate [data-upload-status]")
+    page.shot("bad-upload-1-422")
     page.find("#panel-separate button[type=submit]").click()  # no upload: said, nothing sent
     page.wait_for(
         "document.querySelector('#panel-separate [data-error]').textContent.includes('first')", "hint"
     )
-    page.shot("bad-upload-422")
+    page.shot("bad-upload-2-no-file")
