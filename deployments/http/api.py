@@ -7,6 +7,7 @@ from deployments.http.errors import BodySizeLimit, Scope, install_error_handlers
 from deployments.http.guards import Authenticate
 from deployments.http.quotas import RequestRate
 from deployments.http.services import Services
+from deployments.http.studio import routes as studio
 from infra.tenancy import KeyRing
 
 # Multipart bodies carry audio files; the form fields around a file need a little room of their own.
@@ -18,6 +19,7 @@ ROUTERS = (
     audio_routes.router,
     analysis_routes.router,
     voices.router,
+    studio.router,
 )
 
 
