@@ -1,4 +1,5 @@
-"""The Whisper ASR deployment: concurrent transcriptions of one language batched into one model call."""
+"""The Whisper ASR deployment: concurrent transcriptions of one language batched into one model call, and
+streamed transcriptions whose segments go out as their windows are decoded."""
 
 from __future__ import annotations
 
