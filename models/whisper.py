@@ -13,7 +13,8 @@ hallucinated words, and decode each window without conditioning on the previous 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,17 @@ _VAD_OPTIONS = {"max_speech_duration_s": WINDOW_S, "min_silence_duration_ms": 16
 _FRAMES_PER_S = 100  # Whisper's mel frames (hop 160 at 16 kHz): the unit of faster-whisper's `seek`
 _FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's own default
 _TRUTHY = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class TranscriptStream:
+    """A transcription under way: what is known before decoding (the language and its probability, the
+    duration in seconds), and the segments, decoded window by window (30 s) as they are iterated."""
+
+    language: str
+    language_probability: float
+    duration_s: float
+    segments: Iterator[Segment]
 
 
 class Whisper:
@@ -104,9 +116,34 @@ class Whisper:
         temperature, 0 (default) for beam search. prompt: text that conditions every window (Whisper's
         `initial_prompt`: spellings, names, style). task: `translate` writes English text whatever the
         spoken language (Whisper's translation; `language` is then the source's). Raises `ValueError` for a
-        language the model does not
-        know (anything but `en` on an `.en` model), `AudioError` for empty or non-finite audio.
+        language the model does not know (anything but `en` on an `.en` model), `AudioError` for empty or
+        non-finite audio.
         """
+        stream = self.stream(
+            audio,
+            language=language,
+            word_timestamps=word_timestamps,
+            beam_size=beam_size,
+            temperature=temperature,
+            prompt=prompt,
+            task=task,
+        )
+        segments = tuple(stream.segments)
+        return Transcript(stream.language, stream.language_probability, stream.duration_s, segments)
+
+    def stream(
+        self,
+        audio: Audio,
+        *,
+        language: str | None = None,
+        word_timestamps: bool = True,
+        beam_size: int = 5,
+        temperature: float = 0.0,
+        prompt: str | None = None,
+        task: Task = "transcribe",
+    ) -> TranscriptStream:
+        """`transcribe`, lazily: the language is detected (and the arguments checked, with the same errors)
+        before this returns; each window is decoded only when its segments are iterated."""
         self._check_language(language)
         samples = self._prepare(audio)
         segments, info = self._model.transcribe(
@@ -122,8 +159,8 @@ class Whisper:
             vad_parameters=dict(_VAD_OPTIONS),
         )
         duration = samples.size / SAMPLE_RATE
-        converted = tuple(_segment(s, 0.0, duration) for s in segments)
-        return Transcript(info.language, float(info.language_probability), duration, converted)
+        converted = (_segment(s, 0.0, duration) for s in segments)
+        return TranscriptStream(info.language, float(info.language_probability), duration, converted)
 
     def transcribe_batch(
         self,

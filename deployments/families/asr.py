@@ -1,18 +1,21 @@
-"""The Whisper ASR deployment: concurrent transcriptions of one language batched into one model call."""
+"""The Whisper ASR deployment: concurrent transcriptions of one language batched into one model call, and
+streamed transcriptions whose segments go out as their windows are decoded."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.families.client import DeploymentClient
+from deployments.families.client import DeploymentClient, ModelCallTimeoutError
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
+from infra.settings import load_settings
 from models.types import Transcript
 
 Task = Literal["transcribe", "translate"]
@@ -84,6 +87,34 @@ class ASRDeployment(ModelHost):
             raise result
         return result
 
+    async def transcribe_stream(
+        self,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = True,
+        temperature: float = 0.0,
+        prompt: str | None = None,
+        task: Task = "transcribe",
+    ) -> AsyncGenerator[Transcript, None]:
+        """`transcribe`, streamed (call it through `handle.options(stream=True)`): first a transcript with no
+        segments (the detected language and the duration; a `ValueError` for an unknown language comes
+        instead), then one transcript per segment, each holding that segment alone, as soon as Whisper
+        has decoded its window. Not batched with other calls: windows are decoded one after another."""
+        stream = await asyncio.to_thread(
+            self.model.stream,
+            audio,
+            language=language,
+            word_timestamps=word_timestamps,
+            beam_size=self.beam_size,
+            temperature=temperature,
+            prompt=prompt,
+            task=task,
+        )
+        head = Transcript(stream.language, stream.language_probability, stream.duration_s, ())
+        yield head
+        while (segment := await asyncio.to_thread(next, stream.segments, None)) is not None:
+            yield replace(head, segments=(segment,))
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _batch(self, calls: list[TranscriptionCall]) -> list[Transcript | Exception]:
         groups: dict[BatchKey, list[int]] = defaultdict(list)
@@ -133,3 +164,41 @@ class ASRClient(DeploymentClient):
             task=task,
         )
         return transcript
+
+    async def transcribe_stream(
+        self,
+        *,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+        prompt: str | None = None,
+        task: Task = "transcribe",
+    ) -> AsyncGenerator[Transcript, None]:
+        """`ASRDeployment.transcribe_stream` over a streaming handle: the head (no segments), then one
+        transcript per decoded segment. Each piece must come within `model_call_timeout_s`; a piece that
+        does not, or a caller that stops early or is cancelled, cancels the stream on the replica."""
+        pieces = self._handle.options(stream=True).transcribe_stream.remote(
+            audio=audio,
+            language=language,
+            word_timestamps=word_timestamps,
+            temperature=temperature,
+            prompt=prompt,
+            task=task,
+        )
+        timeout_s = load_settings().model_call_timeout_s
+        ended = False
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        piece: Transcript = await anext(pieces)
+                except StopAsyncIteration:
+                    ended = True
+                    return
+                except TimeoutError:
+                    raise ModelCallTimeoutError(self.deployment, "transcribe_stream", timeout_s) from None
+                yield piece
+        finally:
+            if not ended:  # timed out, failed, cancelled, or the caller stopped reading
+                pieces.cancel()

@@ -3,7 +3,7 @@ and (from `openai_models`) the model list `/v1/models`."""
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form
@@ -21,6 +21,8 @@ from deployments.http.transcripts import Granularity, ResponseFormat, text_event
 from deployments.http.voices import load_reference
 from infra.audio import Audio
 from infra.tenancy import Tenant
+from models.types import Transcript
+from pipelines.engine.clients import ASRClient
 from pipelines.jobs.voice_replace import VOICE_ID
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,9 @@ async def create_transcription(
     ] = None,
     stream: Annotated[
         bool,
-        Form(description="`transcript.text.delta` events, one per segment, then `transcript.text.done`."),
+        Form(
+            description="`transcript.text.delta` events as segments are decoded, then `transcript.text.done`."
+        ),
     ] = False,
     include: Annotated[
         list[Literal["logprobs"]] | None,
@@ -62,14 +66,41 @@ async def create_transcription(
     card = await svc.models.asr.info()
     check_model_name(model, card.model.model_id)
     audio = await input_audio(svc, tenant, file, upload_id)
-    transcript = await transcribe(svc.models.asr, audio, language, temperature, prompt)
     if stream:
-        return StreamingResponse(text_events(transcript), media_type="text/event-stream")
+        return await _text_stream(svc.models.asr, audio, language, temperature, prompt)
+    transcript = await transcribe(svc.models.asr, audio, language, temperature, prompt)
     if include and response_format == "json":
         return JSONResponse({"text": transcript.text, "logprobs": word_logprobs(transcript)})
     who = await speakers(svc.models.diarizer, audio, transcript) if diarize else None
     granularities = timestamp_granularities or ["segment"]
     return render_transcript(transcript, response_format, granularities, card.as_dict(), who)
+
+
+async def _text_stream(
+    asr: ASRClient, audio: Audio, language: str | None, temperature: float, prompt: str | None
+) -> StreamingResponse:
+    """`stream=true`: `transcript.text.delta` events as the ASR decodes segments. Its first piece (the
+    detected language) is awaited before the response starts, so an unsupported language is still a 400."""
+    pieces = asr.transcribe_stream(audio=audio, language=language, temperature=temperature, prompt=prompt)
+    try:
+        head = await anext(pieces)
+    except ValueError as e:
+        await pieces.aclose()
+        message = f"language {language!r} is not supported"
+        raise ApiError(422, "unsupported_language", message, param="language") from e
+    return StreamingResponse(text_events(_after(head, pieces)), media_type="text/event-stream")
+
+
+async def _after(
+    head: Transcript, rest: AsyncGenerator[Transcript, None]
+) -> AsyncGenerator[Transcript, None]:
+    """`head`, then `rest`; `rest` is closed (its replica stream cancelled) when the client goes away."""
+    try:
+        yield head
+        async for piece in rest:
+            yield piece
+    finally:
+        await rest.aclose()
 
 
 @router.post("/v1/audio/translations")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from models.types import Segment, Transcript
@@ -108,19 +108,22 @@ def word_logprobs(transcript: Transcript) -> list[dict[str, Any]]:
     ]
 
 
-def text_events(transcript: Transcript) -> Iterator[bytes]:
-    """OpenAI's transcription stream (Server-Sent Events): a `transcript.text.delta` per segment, then
-    `transcript.text.done` with the whole text and the decoder's token count as usage."""
-    started = False
-    for segment in transcript.segments:
-        if segment.text:  # deltas join as `Transcript.text` does: one space between segments
-            yield _event(
-                {"type": "transcript.text.delta", "delta": f" {segment.text}" if started else segment.text}
-            )
-            started = True
-    tokens = sum(len(s.tokens) for s in transcript.segments)
+async def text_events(pieces: AsyncIterator[Transcript]) -> AsyncIterator[bytes]:
+    """OpenAI's transcription stream (Server-Sent Events) over transcript pieces as they are decoded (the
+    ASR's `transcribe_stream`): a `transcript.text.delta` per segment, each sent before the next piece is
+    asked for, then `transcript.text.done` with the whole text and the decoder's token count as usage."""
+    texts: list[str] = []
+    tokens = 0
+    async for piece in pieces:
+        for segment in piece.segments:
+            tokens += len(segment.tokens)
+            if segment.text:  # deltas join as `Transcript.text` does: one space between segments
+                yield _event(
+                    {"type": "transcript.text.delta", "delta": f" {segment.text}" if texts else segment.text}
+                )
+                texts.append(segment.text)
     usage = {"type": "tokens", "input_tokens": 0, "output_tokens": tokens, "total_tokens": tokens}
-    yield _event({"type": "transcript.text.done", "text": transcript.text, "usage": usage})
+    yield _event({"type": "transcript.text.done", "text": " ".join(texts), "usage": usage})
 
 
 def _event(body: dict[str, Any]) -> bytes:

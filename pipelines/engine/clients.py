@@ -8,6 +8,7 @@ positional `.remote(...)` argument. Tests pass in-process doubles that satisfy t
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -104,6 +105,20 @@ class ASRClient(ModelClient, Protocol):
     ) -> Transcript:
         """`temperature`: 0 decodes with fallback to higher temperatures, above 0 samples at it; `prompt`
         conditions the decoder (Whisper's initial prompt); `translate`: English text from any language."""
+        ...
+
+    def transcribe_stream(
+        self,
+        *,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+        prompt: str | None = None,
+        task: Literal["transcribe", "translate"] = "transcribe",
+    ) -> AsyncGenerator[Transcript, None]:
+        """`transcribe` as it decodes: first a transcript with no segments (language, duration), then one
+        transcript per segment, each holding that segment alone, as soon as its window is decoded."""
         ...
 
 

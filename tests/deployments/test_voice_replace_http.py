@@ -1,5 +1,5 @@
 """Voice replacement over HTTP on the Ray stack with real offline weights (hibari TTS, silero VAD,
-resemblyzer, Whisper tiny.en; debug HTDemucs for `separate=true`), on the synthetic two-speaker dialog
+resemblyzer, Whisper base; debug HTDemucs for `separate=true`), on the synthetic two-speaker dialog
 of tests/dialog.py. Speaker B (SPEAKER_01, the pitched-down copy) is re-spoken in the stock voice
 "heart"; the result is checked sample by sample against the input and by an offline transcription."""
 

