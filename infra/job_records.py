@@ -58,7 +58,14 @@ class StageRecord(BaseModel):
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="deployment -> model_id, revision, weights of the model it ran"
     )
-    facts: dict[str, Any] = Field(default_factory=dict)
+    facts: dict[str, Any] = Field(
+        default_factory=dict, description="inline facts; empty when they are in the object `facts_key`"
+    )
+    facts_key: str | None = Field(
+        default=None, description="the attempt's object holding facts too large for the record"
+    )
+    facts_sha256: str | None = None
+    facts_bytes: int = 0
     duration_s: float
     peak_memory_bytes: int
     retries: int = 0

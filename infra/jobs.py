@@ -3,11 +3,19 @@
 `jobs/{id}/job.json` is the single source of truth. Every update reads the record, checks the fence
 (the attempt number the writer claimed), and writes back with `If-Match` on the ETag it read, so two
 writers can never both win and a runner whose lease was taken over can never write again.
+
+Status listing reads index markers rather than records: `index/status/{status}/{id}` (and, for a job
+made by a tenant, `index/owner/{digest}/{status}/{id}`). A status change writes the new marker before
+the record and deletes the old one after it, so a record is never missing from its status's index; a
+marker left over by a crash or a lost race is skipped (the record is read and checked) and deleted once
+the record has finished in another status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -62,6 +70,21 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 _CAS_TRIES = 50
+_STALE_MARKER_S = 600.0  # a marker whose record never appeared (a creation that died half-way)
+
+
+def _status_keys(record: JobRecord, status: JobStatus) -> list[str]:
+    """The index markers that list `record` under `status`: the global one, and its owner's."""
+    keys = [f"{_status_prefix(status)}{record.id}"]
+    if record.owner is not None:
+        keys.append(f"{_status_prefix(status, record.owner)}{record.id}")
+    return keys
+
+
+def _status_prefix(status: JobStatus, owner: str | None = None) -> str:
+    if owner is None:
+        return f"index/status/{status.value}/"
+    return f"index/owner/{hashlib.sha256(owner.encode()).hexdigest()[:32]}/{status.value}/"
 
 
 def _encode(record: JobRecord) -> bytes:
@@ -111,6 +134,7 @@ class JobStore:
         # The active marker first: every record that exists is then reachable by the runners' sweep,
         # whatever happens between the two writes (a marker without a record is skipped by the sweep).
         self._s3(lambda: self.storage.put_bytes(active_job_key(job_id), job_id.encode(), "text/plain"))
+        self._mark(_status_keys(record, JobStatus.QUEUED))
         try:
             self._s3(lambda: self.storage.create(job_key(job_id), _encode(record)))
         except PreconditionFailedError:
@@ -146,6 +170,19 @@ class JobStore:
             raise JobNotFoundError(job_id) from None
         return JobRecord.model_validate_json(stored.body), stored.etag
 
+    def with_facts(self, record: JobRecord) -> JobRecord:
+        """`record` with every stage's facts inline, read back from the facts objects of the stages
+        whose facts were too large for the record (for reports; the record itself stays small)."""
+        stages = []
+        for stage in record.stages:
+            if stage.facts_key is not None:
+                key = stage.facts_key
+                with contextlib.suppress(ObjectNotFoundError):  # expired: the report shows none
+                    facts = json.loads(self._s3(lambda: self.storage.get_bytes(key)))  # noqa: B023
+                    stage = stage.model_copy(update={"facts": facts})
+            stages.append(stage)
+        return record.model_copy(update={"stages": stages})
+
     def list_records(
         self,
         status: JobStatus | None = None,
@@ -154,8 +191,11 @@ class JobStore:
         scan_limit: int = 2000,
         owner: str | None = None,
     ) -> list[JobRecord]:
-        """Newest first; `after` is the last id of the previous page. Reads at most `scan_limit` records.
-        With `owner`, only that tenant's jobs."""
+        """Newest first; `after` is the last id of the previous page. With `owner`, only that tenant's
+        jobs. With `status`, the status index is paged (about `limit` record reads a page, however old
+        the matches are); without, at most `scan_limit` records are read."""
+        if status is not None:
+            return self._list_by_status(status, limit, after, owner)
         found: list[JobRecord] = []
         start = f"jobs/{check_id(after)}/~" if after else None
         for scanned, prefix in enumerate(self.storage.list_prefixes("jobs/", start_after=start)):
@@ -168,6 +208,36 @@ class JobStore:
             if (status is None or record.status is status) and (owner is None or record.owner == owner):
                 found.append(record)
         return found
+
+    def _list_by_status(
+        self, status: JobStatus, limit: int, after: str | None, owner: str | None
+    ) -> list[JobRecord]:
+        prefix = _status_prefix(status, owner)
+        start = prefix + check_id(after) if after else None
+        found: list[JobRecord] = []
+        for key in self.storage.list_keys(prefix, start_after=start):
+            if len(found) >= limit:
+                break
+            job_id = key.rsplit("/", 1)[1]
+            try:
+                record = self.get(job_id)
+            except JobNotFoundError:
+                if self.clock() - job_created_at(job_id) > _STALE_MARKER_S:
+                    self._s3(lambda: self.storage.delete(key))  # noqa: B023
+                continue
+            if record.status is status and (owner is None or record.owner == owner):
+                found.append(record)
+            elif record.status.finished:  # a leftover marker: a finished job never changes status again
+                self._s3(lambda: self.storage.delete(key))  # noqa: B023
+        return found
+
+    def _mark(self, keys: list[str]) -> None:
+        for key in keys:
+            self._s3(lambda: self.storage.put_bytes(key, key.rsplit("/", 1)[1].encode(), "text/plain"))  # noqa: B023
+
+    def _unmark(self, keys: list[str]) -> None:
+        for key in keys:
+            self._s3(lambda: self.storage.delete(key))  # noqa: B023
 
     def active_ids(self) -> list[str]:
         """Ids of jobs not yet finished (queued or running), from the active index, oldest first (ids
@@ -203,14 +273,19 @@ class JobStore:
             record, etag = self._read(job_id)
             if attempt is not None and record.attempt != attempt:
                 raise StaleAttemptError(f"job {job_id}: attempt {attempt} superseded by {record.attempt}")
+            before = record.status
             mutate(record)
             record.updated_at = self.clock()
             body = _encode(record)
+            if record.status is not before:
+                self._mark(_status_keys(record, record.status))  # before the record: never unlisted
             try:
                 # A write that timed out but landed makes its retry lose the race: read and try again.
                 self._s3(lambda: self.storage.replace(job_key(job_id), body, etag))  # noqa: B023
             except PreconditionFailedError:
                 continue
+            if record.status is not before:
+                self._unmark(_status_keys(record, before))
             self._index_webhooks(record)
             if record.status.finished:
                 self._s3(lambda: self.storage.delete(active_job_key(job_id)))

@@ -150,6 +150,19 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Default deadline of one stage (a job kind may set its own)."
     )
     model_call_timeout_s: float = Field(default=900.0, gt=0, description="Deadline of one model call.")
+    model_health_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A model replica whose call has run past model_call_timeout_s + this fails its health.",
+    )
+    model_health_probe_s: float = Field(
+        default=20.0, gt=0, description="A model replica whose device probe takes longer fails its health."
+    )
+    job_facts_inline_max_bytes: int = Field(
+        default=8192,
+        ge=0,
+        description="A stage's facts larger than this (JSON) go to an object of the attempt, not the record.",
+    )
     runner_threads: int = Field(
         default=32, ge=4, description="Worker threads of a runner replica (S3 calls, codecs, renders)."
     )

@@ -240,11 +240,14 @@ class Storage:
         except (ClientError, BotoCoreError) as e:
             raise _translate(e, prefix) from e
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
-        """Every key under `prefix`, in lexicographic order, page by page."""
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """Every key under `prefix` (after `start_after`), in lexicographic order, page by page."""
         paginator = self.client.get_paginator("list_objects_v2")
+        options: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if start_after:
+            options["StartAfter"] = start_after
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in paginator.paginate(**options):
                 for item in page.get("Contents", []):
                     yield item["Key"]
         except (ClientError, BotoCoreError) as e:

@@ -194,7 +194,8 @@ async def get_job_events(
 async def get_job_report(job_id: str, svc: Svc, tenant: CurrentTenant) -> JobReport:
     """Per-stage timings, peak memory, retries, fan-out segments, checkpoint sizes, the weights each
     model ran with, and the failure (stage, error, attempt) if the job failed."""
-    return job_report(await load_job(svc, job_id, tenant), svc.jobs.clock())
+    record = await asyncio.to_thread(svc.jobs.with_facts, await load_job(svc, job_id, tenant))
+    return job_report(record, svc.jobs.clock())
 
 
 @router.delete("/v1/jobs/{job_id}", status_code=202)

@@ -2,15 +2,18 @@
 
 A stage is `async (ctx) -> StageResult`: a typed stage record (`StageOutput`, committed as the stage's
 facts) and named objects. Later stages read earlier records by type (`ctx.output(Diarized).target`).
-Its objects are written under `jobs/{id}/stages/{nn}-{name}/`, then a `manifest.json` with the SHA-256
-of each object and the stage fingerprint, then a fenced update of the job record. A resumed job skips
-every stage whose committed manifest matches its fingerprint and whose objects still hash to the manifest.
+Its objects are written under `jobs/{id}/a{attempt}/stages/{nn}-{name}/`, then a `manifest.json` with the
+SHA-256 of each object and the stage fingerprint, then a fenced update of the job record. Facts larger
+than `job_facts_inline_max_bytes` go to a `facts.json` object beside them, which the record names with its
+digest (the record, rewritten on every heartbeat, stays small). A resumed job skips every stage whose
+committed manifest matches its fingerprint and whose objects (and facts object) still hash to the record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -142,13 +145,35 @@ class StageRunner(Generic[R]):
             objects = {
                 n: self._s3(functools.partial(storage.get_bytes, record.prefix + n)) for n in record.objects
             }
+            facts = self._read_facts(record)
         except ObjectNotFoundError:
             return None
-        if any(sha256(body) != record.objects[n] for n, body in objects.items()):
+        if facts is None or any(sha256(body) != record.objects[n] for n, body in objects.items()):
             logger.warning("checkpoint digest mismatch", extra={"job_id": self.job.id, "stage": name})
             return None
+        self._records[index] = record.model_copy(update={"facts": facts})  # later fingerprints chain them
         logger.info("stage restored from checkpoint", extra={"job_id": self.job.id, "stage": name})
-        return StageResult(record=stage.output.model_validate(record.facts), objects=objects)
+        return StageResult(record=stage.output.model_validate(facts), objects=objects)
+
+    def _read_facts(self, record: StageRecord) -> dict[str, Any] | None:
+        """The stage's facts: inline, or read back from its facts object (None if that does not verify)."""
+        if record.facts_key is None:
+            return record.facts
+        body = self._s3(functools.partial(self.jobs.storage.get_bytes, record.facts_key))
+        if sha256(body) != record.facts_sha256:
+            return None
+        facts: dict[str, Any] = json.loads(body)
+        return facts
+
+    def _stored_form(self, record: StageRecord) -> StageRecord:
+        """What the job record holds of `record`: large facts moved to an object of this attempt."""
+        body = json.dumps(record.facts, sort_keys=True, separators=(",", ":")).encode()
+        if len(body) <= self.jobs.storage.settings.job_facts_inline_max_bytes:
+            return record
+        key = record.prefix + "facts.json"
+        self._s3(lambda: self.jobs.storage.put_bytes(key, body, "application/json"))
+        update = {"facts": {}, "facts_key": key, "facts_sha256": sha256(body), "facts_bytes": len(body)}
+        return record.model_copy(update=update)
 
     async def _run_and_commit(
         self, index: int, stage: Stage[R], expected: str, total: int, models: dict[str, dict[str, Any]]
@@ -166,7 +191,7 @@ class StageRunner(Generic[R]):
             prefix=stage_prefix(self.job.id, index, stage.name, self.attempt),
             manifest_key=stage_prefix(self.job.id, index, stage.name, self.attempt) + "manifest.json",
             fingerprint=expected,
-            objects={check_name(n): sha256(body) for n, body in result.objects.items()},
+            objects={_object_name(n): sha256(body) for n, body in result.objects.items()},
             sizes={n: len(body) for n, body in result.objects.items()},
             models=models,
             facts=result.record.model_dump(mode="json"),
@@ -238,6 +263,7 @@ class StageRunner(Generic[R]):
         storage = self.jobs.storage
         for name, body in result.objects.items():
             self._s3(functools.partial(storage.put_bytes, record.prefix + name, body))
+        record = self._stored_form(record)
         manifest = record.model_dump_json(indent=1).encode()
         self._s3(lambda: storage.put_bytes(record.manifest_key, manifest))
 
@@ -248,6 +274,15 @@ class StageRunner(Generic[R]):
 
         self.job = self.jobs.update(self.job.id, add, attempt=self.attempt)
         self.ctx.job = self.job
+
+
+_RESERVED = frozenset({"manifest.json", "facts.json"})  # what the runner itself writes beside the objects
+
+
+def _object_name(name: str) -> str:
+    if name in _RESERVED:
+        raise ValueError(f"stage object name {name!r} is reserved for the checkpoint itself")
+    return check_name(name)
 
 
 def _error_code(e: BaseException) -> str:
