@@ -30,6 +30,15 @@ def kill_replica(name: str) -> None:
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
 
 
+def kill_deployment_replicas(deployment: str) -> list[str]:
+    """Kill every live replica of `deployment`; the names killed."""
+    names = replica_names(deployment)
+    assert names, f"no replica of {deployment} to kill"
+    for name in names:
+        kill_replica(name)
+    return names
+
+
 def ongoing_requests(name: str, timeout_s: float = 2.0) -> int:
     """Requests on replica `name` right now (executing, or with a slot reserved for dispatch), as the
     replica actor itself counts them; 0 for a replica that is gone or does not answer within `timeout_s`
