@@ -190,7 +190,7 @@ class SingingVoiceConverter:
 
         def load(source: str) -> HubertModel:
             with hub_loading("the content encoder", source, cache_dir, revision) as options:
-                return HubertModel.from_pretrained(source, **options)
+                return HubertModel.from_pretrained(source, use_safetensors=True, **options)
 
         encoder, info = load_or_debug(uri, revision, debug=_debug_encoder, load=load, weights=_pretrained)
         log_loaded(logger, "content encoder", info, device)
@@ -209,8 +209,13 @@ class SingingVoiceConverter:
     def channels(self) -> int:
         return 1
 
-    def load_voice(self, source: str, *, revision: str | None = None) -> VoiceModel:
-        """A voice model ("debug" or a converted local folder) on this replica's device."""
+    def load_voice(
+        self, source: str, *, revision: str | None = None, cache_dir: Path | None = None
+    ) -> VoiceModel:
+        """A voice model on this replica's device: "debug", a converted local folder, or a hub id whose
+        repository holds such a folder (its `config.json` + `model.safetensors` only are fetched)."""
+        if source != DEBUG_URI and not Path(source).expanduser().is_dir():
+            source = _hub_voice_folder(source, revision, cache_dir)
         return VoiceModel.load(source, device=self.device, revision=revision)
 
     def content(self, audio: Audio) -> torch.Tensor:
@@ -248,6 +253,14 @@ class SingingVoiceConverter:
         return ConvertedVoice(
             Audio(np.ascontiguousarray(samples), voice.sample_rate), seed, self._info, voice.info
         )
+
+
+def _hub_voice_folder(repo: str, revision: str | None, cache_dir: Path | None) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with hub_loading("a voice model", repo, cache_dir, revision, errors=(HfHubHTTPError,)) as options:
+        return str(snapshot_download(repo, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE], **options))
 
 
 def _pretrained(_: HubertModel) -> WeightsKind:
