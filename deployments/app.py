@@ -16,6 +16,7 @@ from deployments.families.musicgen_melody import MusicGenMelodyClient, MusicGenM
 from deployments.families.pitch import PitchClient, PitchDeployment
 from deployments.families.separation import SeparationClient, SeparationDeployment
 from deployments.families.stable_audio import StableAudioClient, StableAudioDeployment
+from deployments.families.svc import SVCClient, SVCDeployment
 from deployments.families.tts import TTSClient, TTSDeployment
 from deployments.families.vad import VADClient, VADDeployment
 from deployments.families.voice_clone import VoiceCloneClient, VoiceCloneDeployment
@@ -50,6 +51,8 @@ class AppArgs(BaseModel):
     tts_model_uri: str = Field(default="pkg://hibari-tts", min_length=1)
     voice_clone_model_uri: str = Field(default="hf://sesame/csm-1b", min_length=1)
     voice_clone_device: str = Device
+    svc_model_uri: str = Field(default="hf://lengyue233/content-vec-best", min_length=1)
+    svc_device: str = Device
 
 
 def build_app(args: dict[str, object]) -> Application:
@@ -74,6 +77,7 @@ def build_app(args: dict[str, object]) -> Application:
         ),
         pitch=_client(PitchClient, PitchDeployment, c.pitch_model_uri),
         vad=vad,
+        svc=_client(SVCClient, SVCDeployment, c.svc_model_uri, c.svc_device),
     )
     runner: Any = JobRunner.bind(models)  # type: ignore[attr-defined]
     ingress: Application = Ingress.bind(runner, models)  # type: ignore[attr-defined]

@@ -338,14 +338,18 @@ def _read_blocks(f: sf.SoundFile, header: AudioHeader, sink: _SampleBuffer | _Di
     return decoded
 
 
-def encode(audio: Audio, fmt: AudioFormat = "wav") -> bytes:
-    """Encode `audio` as `fmt`. WAV is 32-bit float (lossless); FLAC is 24-bit."""
+def encode(audio: Audio, fmt: AudioFormat = "wav", *, bits: Literal[16, 24] | None = None) -> bytes:
+    """Encode `audio` as `fmt`. WAV is 32-bit float (lossless); FLAC is 24-bit; `bits` makes WAV or FLAC
+    integer PCM of 16 or 24 bits."""
     if fmt not in _SOUNDFILE_FORMATS:
         raise UnsupportedAudioFormatError(f"unknown output format {fmt!r}; choose one of {AUDIO_FORMATS}")
+    if bits is not None and fmt not in {"wav", "flac"}:
+        raise UnsupportedAudioFormatError(f"bits={bits} applies to wav and flac, not {fmt!r}")
     container, subtype = _SOUNDFILE_FORMATS[fmt]
+    subtype = subtype if bits is None else f"PCM_{bits}"
     buffer = io.BytesIO()
     # Lossy and integer encoders would wrap or distort out-of-range samples: clamp to full scale.
-    samples = audio.samples if fmt == "wav" else np.clip(audio.samples, -1.0, 1.0)
+    samples = audio.samples if subtype == "FLOAT" else np.clip(audio.samples, -1.0, 1.0)
     with sf.SoundFile(buffer, "w", audio.sample_rate, audio.channels, subtype, format=container) as f:
         # libsndfile stamps float WAVs with a PEAK chunk holding the wall-clock time; without it the
         # same audio always encodes to the same bytes (stage checkpoints compare SHA-256 digests).

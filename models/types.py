@@ -253,3 +253,14 @@ class VoiceReference:
             raise EmptyTranscriptError(
                 "voice reference transcript is empty; give the words spoken in the clip"
             )
+
+
+@dataclass(frozen=True)
+class ConvertedVoice:
+    """One singing-voice conversion: the converted vocals `[1, T]` at the voice model's rate, the seed of
+    its noise, the content encoder and the voice model that made it (each `debug-random` when so)."""
+
+    audio: Audio
+    seed: int
+    encoder: ModelInfo
+    voice: ModelInfo

@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from deployments.http import analysis_routes, audio_routes, inputs, jobs, service_routes, voices
+from deployments.http import analysis_routes, audio_routes, inputs, jobs, service_routes, svc_voices, voices
 from deployments.http.errors import BodySizeLimit, Scope, install_error_handlers
 from deployments.http.guards import Authenticate
 from deployments.http.quotas import RequestRate
@@ -20,6 +20,7 @@ ROUTERS = (
     analysis_routes.router,
     voices.router,
     studio.router,
+    svc_voices.router,
 )
 
 

@@ -130,12 +130,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_convert_arguments(convert: argparse.ArgumentParser) -> None:
-    convert.add_argument("family", choices=["demucs", "audiogen"])
+    convert.add_argument("family", choices=["demucs", "audiogen", "svc"])
     convert.add_argument(
         "checkpoint",
         type=Path,
         help="demucs: a .th file (always unpickled: trusted files only); audiogen: a folder holding "
-        "audiocraft's state_dict.bin + compression_state_dict.bin, or the state_dict.bin file",
+        "audiocraft's state_dict.bin + compression_state_dict.bin, or the state_dict.bin file; svc: an RVC "
+        "v2 voice .pth (read with weights_only: tensors and plain data only)",
     )
     convert.add_argument("out_dir", type=Path, help="the folder to write (transformers layout for audiogen)")
     convert.add_argument(
@@ -342,7 +343,7 @@ def cmd_models_convert(args: argparse.Namespace) -> int:
     if args.push is not None and not args.push.startswith("s3://"):
         return _bad_input(f"--push takes s3://bucket/prefix, not {args.push!r}")
     try:
-        out_dir = _convert_demucs(args) if args.family == "demucs" else _convert_audiogen(args)
+        out_dir = _CONVERTERS[args.family](args)
     except (CheckpointFileError, ModelLoadingError) as e:
         return _bad_input(str(e))
     print(f"converted to {out_dir}")
@@ -372,6 +373,15 @@ def _convert_audiogen(args: argparse.Namespace) -> Path:
     return convert_audiocraft_checkpoint(
         release.state_dict, release.config, args.out_dir, text_encoder=args.text_encoder
     )
+
+
+def _convert_svc(args: argparse.Namespace) -> Path:
+    from models.convert.svc import convert_rvc_checkpoint
+
+    return convert_rvc_checkpoint(args.checkpoint, args.out_dir)
+
+
+_CONVERTERS = {"demucs": _convert_demucs, "audiogen": _convert_audiogen, "svc": _convert_svc}
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ LOCAL_MODEL_URIS: dict[str, str] = {
     "speaker_model_uri": "pkg://resemblyzer",
     "tts_model_uri": "pkg://hibari-tts",
     "voice_clone_model_uri": "debug",
+    "svc_model_uri": "debug",
 }
 APP_NAME = "soundstage"
 MODEL_SETS = ("offline", "production")

@@ -14,7 +14,15 @@ from typing import Any, Literal, Protocol
 
 from infra.audio import Audio
 from infra.dsp.regions import SpeechRegion, Turn
-from models.types import GeneratedAudio, ModelInfo, PitchContour, Sampling, Transcript, VoiceReference
+from models.types import (
+    ConvertedVoice,
+    GeneratedAudio,
+    ModelInfo,
+    PitchContour,
+    Sampling,
+    Transcript,
+    VoiceReference,
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,14 @@ class PitchClient(ModelClient, Protocol):
     async def shift(self, *, audio: Audio, semitones: float, preserve_formants: bool) -> Audio: ...
 
 
+class SVCClient(ModelClient, Protocol):
+    async def convert(
+        self, *, audio: Audio, pitch: PitchContour, voice_uri: str, speaker: int, seed: int
+    ) -> ConvertedVoice:
+        """`audio` sung by the voice model at `voice_uri` along `pitch` (Hz, transposed by the caller)."""
+        ...
+
+
 class VADClient(ModelClient, Protocol):
     async def detect(
         self, *, audio: Audio, threshold: float, min_speech_s: float, min_silence_s: float, pad_s: float
@@ -161,6 +177,7 @@ class Models:
     voice_clone: VoiceCloneClient
     pitch: PitchClient
     vad: VADClient
+    svc: SVCClient
 
     def all(self) -> list[ModelClient]:
         """Every client, in field order (the status view lists them)."""
