@@ -13,6 +13,7 @@ from pipelines.jobs.generation import MUSIC_KIND, SFX_KIND
 from pipelines.jobs.loop import LOOP_KIND
 from pipelines.jobs.pitch_shift import PITCH_SHIFT_KIND
 from pipelines.jobs.separation import SEPARATE_KIND
+from pipelines.jobs.soundscape import SOUNDSCAPE_KIND
 from pipelines.jobs.voice_replace import VOICE_REPLACE_KIND
 
 JOB_KINDS: dict[str, JobKind[Any]] = {
@@ -25,5 +26,6 @@ JOB_KINDS: dict[str, JobKind[Any]] = {
         PITCH_SHIFT_KIND,
         VOICE_REPLACE_KIND,
         DIARIZE_KIND,
+        SOUNDSCAPE_KIND,
     )
 }
