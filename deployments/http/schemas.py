@@ -121,14 +121,20 @@ class ModelsView(BaseModel):
 
 
 def _with_urls(result: dict[str, Any], storage: Storage) -> dict[str, Any]:
-    """Add a fresh presigned GET `url` next to every stored object `key` in the result."""
-    out: dict[str, Any] = {}
-    for name, value in result.items():
-        if isinstance(value, dict) and "key" in value:
-            filename = str(value["key"]).rsplit("/", 1)[-1]
-            value = {**value, "url": storage.presigned_url(value["key"], filename=filename)}
-        out[name] = value
-    return out
+    """Add a fresh presigned GET `url` next to every stored object `key` in the result, also in lists
+    and nested entries (a soundscape's `layers`)."""
+    return {name: _with_url(value, storage) for name, value in result.items()}
+
+
+def _with_url(value: Any, storage: Storage) -> Any:
+    if isinstance(value, list):
+        return [_with_url(item, storage) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "key" in value:
+        filename = str(value["key"]).rsplit("/", 1)[-1]
+        return {**value, "url": storage.presigned_url(value["key"], filename=filename)}
+    return {name: _with_url(item, storage) for name, item in value.items()}
 
 
 def job_view(record: JobRecord, storage: Storage, base_url: str) -> JobView:

@@ -97,8 +97,9 @@ class StageRunner(Generic[R]):
             for index, stage in enumerate(stages):
                 self._raise_failed_commit()
                 committed = [self._records[i] for i in range(index) if i in self._records]
-                await self._wait_for_cold_models(stage)
-                models = await self._models(stage)
+                clients = stage.models(self.ctx.request, self.ctx.models)
+                await self._wait_for_cold_models(stage.name, clients)
+                models = await self._models(clients)
                 expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
                 restored = await asyncio.to_thread(self._restore, index, stage, expected)
                 if restored is None:
@@ -114,20 +115,19 @@ class StageRunner(Generic[R]):
         if self._commit is not None and self._commit.done():
             self._commit.result()  # a commit refused by the fence (or the store) stops the attempt here
 
-    async def _wait_for_cold_models(self, stage: Stage[R]) -> None:
+    async def _wait_for_cold_models(self, stage: str, clients: Sequence[ModelClient]) -> None:
         """When a model the stage calls is scaled to zero: say so on the record (`detail`), wait for its
         cold start (a call to a cold deployment queues until a replica runs), then clear the note."""
-        clients = stage.models(self.ctx.request, self.ctx.models)
         if self.cold_probe is None or not clients:
             return
         cold = await self.cold_probe([c.deployment for c in clients])
         if not cold:
             return
-        logger.info("waiting for cold models", extra={"job_id": self.job.id, "stage": stage.name})
-        await self._set_detail(stage.name, f"{WAITING_FOR_MODEL} {', '.join(cold)}")
+        logger.info("waiting for cold models", extra={"job_id": self.job.id, "stage": stage})
+        await self._set_detail(stage, f"{WAITING_FOR_MODEL} {', '.join(cold)}")
         cards = await asyncio.gather(*(c.info() for c in clients if c.deployment in cold))
         self._model_infos.update({card.deployment: card.identity for card in cards})
-        await self._set_detail(stage.name, None)
+        await self._set_detail(stage, None)
 
     async def _set_detail(self, stage: str, detail: str | None) -> None:
         def mark(record: JobRecord) -> None:
@@ -138,9 +138,8 @@ class StageRunner(Generic[R]):
 
         self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
 
-    async def _models(self, stage: Stage[R]) -> dict[str, dict[str, Any]]:
+    async def _models(self, clients: Sequence[ModelClient]) -> dict[str, dict[str, Any]]:
         """Model id, revision and weights kind of each deployment the stage calls (asked once a run)."""
-        clients = stage.models(self.ctx.request, self.ctx.models)
         for client in clients:
             if client.deployment not in self._model_infos:
                 self._model_infos[client.deployment] = (await client.info()).identity
