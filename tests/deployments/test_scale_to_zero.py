@@ -1,6 +1,6 @@
 """Scale-to-zero on the local stack: the session's app is redeployed with short autoscaling settings for
 two rarely used models (MusicGen-Melody and VoiceClone: `min_replicas: 0`, scaled down after 2 idle
-seconds), then put back as it was. A job that needs the cold model waits for its cold start (the job
+seconds after an 11 s look-back), then put back as it was. A job that needs the cold model waits for its cold start (the job
 says `waiting for model`), a sync request to a cold model answers 503 + Retry-After instead of hanging,
 `GET /v1/deployments` shows cold / starting / warm, and an idle model goes back to zero."""
 
@@ -27,7 +27,7 @@ SHORT_AUTOSCALING = {
     "upscale_delay_s": 0,
     "downscale_delay_s": 1,
     "downscale_to_zero_delay_s": 2,
-    "look_back_period_s": 1,
+    "look_back_period_s": 11,  # must exceed Serve's metrics interval (10 s)
 }
 REFERENCE_TEXT = "This is my reference recording. I read plain sentences so my voice can be learned."
 
