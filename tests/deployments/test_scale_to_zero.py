@@ -1,8 +1,9 @@
 """Scale-to-zero on the local stack: the session's app is redeployed with short autoscaling settings for
 two rarely used models (MusicGen-Melody and VoiceClone: `min_replicas: 0`, scaled down after 2 idle
-seconds after an 11 s look-back), then put back as it was. A job that needs the cold model waits for its cold start (the job
-says `waiting for model`), a sync request to a cold model answers 503 + Retry-After instead of hanging,
-`GET /v1/deployments` shows cold / starting / warm, and an idle model goes back to zero."""
+seconds and an 11 s look-back), then put back as it was. A job that needs the cold model waits for its
+cold start (the job says `waiting for model`), a sync request to a cold model answers 503 + Retry-After
+instead of hanging, `GET /v1/deployments` shows cold / starting / warm, and an idle model goes back to
+zero."""
 
 from __future__ import annotations
 
