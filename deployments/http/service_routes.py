@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from ray import serve
 
-from deployments.families.client import DeploymentClient
+from deployments.families.client import DeploymentClient, ModelStartingError
 from deployments.families.warmth import DeploymentWarmth, Warmth, replica_counts
 from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
@@ -53,4 +53,9 @@ async def _card_if_warm(client: ModelClient, overview: Any) -> ModelCard | None:
     warm = overview is not None and DeploymentWarmth(client.deployment, replica_counts(overview)).warmth
     if not isinstance(client, DeploymentClient):
         return await client.info() if warm is Warmth.WARM else None
-    return await client.recent_info() if warm is Warmth.WARM else client.last_card
+    if warm is not Warmth.WARM:
+        return client.last_card
+    try:
+        return await client.recent_info()
+    except ModelStartingError:  # the client's own status read (up to 1 s old) still saw it cold
+        return client.last_card

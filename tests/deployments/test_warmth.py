@@ -59,3 +59,24 @@ def test_outside_a_replica_the_edge_client_just_calls() -> None:
     card = asyncio.run(edge.info())  # no replica context: warmth cannot be known, so it is not refused
     assert card.sample_rate == 8000 and handle.calls == ["info"]
     assert asyncio.run(edge.recent_info()) is card and handle.calls == ["info"]  # the card is kept
+
+
+def test_the_status_view_never_fails_on_a_model_its_client_still_sees_cold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The view reads `serve.status()` itself, the client its own copy up to 1 s old: when the view sees
+    a replica running and the client still sees none, the view shows the last card instead of failing
+    (seen on the stack as a 503 on GET /v1/deployments). Serve's status is replaced here (no Ray)."""
+    from deployments.families import client as client_module
+    from deployments.http.service_routes import _card_if_warm
+
+    async def still_cold(deployment: str) -> Warmth:
+        return Warmth.COLD
+
+    monkeypatch.setattr(client_module, "warmth_of", still_cold)
+    edge = DeploymentClient(Handle(), "MusicGenMelody").at_edge()
+
+    class Overview:
+        replica_states = {"RUNNING": 1}
+
+    assert asyncio.run(_card_if_warm(edge, Overview())) is None  # no card seen yet, and no 503
