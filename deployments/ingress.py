@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 
+from deployments.families.client import edge_models
 from deployments.http.api import build_http_app
 from deployments.http.services import Services
 from infra.jobs import JobStore
@@ -34,8 +35,10 @@ class Ingress:
         edge = settings.model_copy(update={"s3_outage_tolerance_s": settings.s3_edge_outage_tolerance_s})
         storage = Storage(edge)
         probe_conditional_writes(storage)  # jobs are created create-only: refuse a store that fakes it
+        # Requests never wait for a cold start: a scaled-to-zero model answers 503 + Retry-After meanwhile.
+        at_edge = edge_models(models)
         self.services = Services(
-            settings=settings, storage=storage, jobs=JobStore(storage), models=models, runner=runner
+            settings=settings, storage=storage, jobs=JobStore(storage), models=at_edge, runner=runner
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

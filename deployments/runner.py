@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from ray import exceptions as ray_exceptions
 from ray import serve
 
+from deployments.families.warmth import cold_deployments
 from deployments.webhooks import WebhookSender
 from infra.jobs import JobError, JobNotFoundError, JobRecord, JobStatus, JobStore, StaleAttemptError
 from infra.retention import apply_lifecycle_rules, sweep_expired
@@ -322,6 +323,7 @@ class JobRunner:
             retry=self.retry,
             version=kind.version,
             stage_timeout_s=kind.stage_timeout_s,
+            cold_probe=cold_deployments,
         )
 
     async def _finish(

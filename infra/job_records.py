@@ -101,6 +101,7 @@ class JobRecord(BaseModel):
     stage: str | None = None
     progress: float = 0.0
     segments: SegmentProgress | None = None
+    detail: str | None = None  # what the running stage waits for, e.g. "waiting for model StableAudio"
     stages: list[StageRecord] = Field(default_factory=list)
     error: JobError | None = None
     result: dict[str, Any] | None = None

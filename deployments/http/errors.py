@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.families.client import ModelStartingError
 from infra import audio as audio_io
 from infra.audio import AudioError
 from infra.storage import TransientStorageError
@@ -185,7 +186,8 @@ STORE_RETRY_AFTER_S = 5
 
 def overload_error(error: BaseException) -> ApiError | None:
     """503 + `Retry-After` when a model deployment refused the call for being full (Serve's
-    `BackPressureError`) or had no replica, or the object store is unreachable; None for anything
+    `BackPressureError`), had no replica, or is starting from zero replicas (`model_starting`), or the
+    object store is unreachable; None for anything
     else. Serve's errors are matched by name: the edge maps what Serve raises without its text."""
     if isinstance(error, TransientStorageError):
         return ApiError(
@@ -193,6 +195,13 @@ def overload_error(error: BaseException) -> ApiError | None:
             "storage_unavailable",
             "the object store is unreachable; retry after the delay in Retry-After",
             headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+    if isinstance(error, ModelStartingError):
+        return ApiError(
+            503,
+            "model_starting",
+            f"{error}; retry after the delay in Retry-After",
+            headers={"Retry-After": str(error.retry_after_s)},
         )
     if type(error).__name__ in _OVERLOADED:
         return ApiError(

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from deployments.families.warmth import DeploymentWarmth, replica_counts
 from infra.jobs import JobError, JobRecord, JobStatus, SegmentProgress
 from infra.storage import Storage
 from infra.webhooks import PendingDelivery, WebhookAttempt, WebhookSpec
@@ -28,6 +29,10 @@ class JobView(BaseModel):
     progress: float
     stage: str | None
     segments: SegmentProgress | None = None
+    detail: str | None = Field(
+        default=None,
+        description="What the job waits for, e.g. `waiting for model StableAudio` (a cold start).",
+    )
     attempt: int
     cancel_requested: bool
     request: dict[str, Any]
@@ -86,7 +91,12 @@ class DeploymentView(BaseModel):
     deployment: str
     status: str
     replicas: dict[str, int]
-    model: dict[str, Any] | None = None
+    warmth: str = Field(
+        description="`warm` (a replica runs), `starting` (a cold start under way) or `cold` (scaled to zero)."
+    )
+    model: dict[str, Any] | None = Field(
+        default=None, description="The model's card; for a cold deployment the last one seen (or null)."
+    )
 
 
 class ModelsView(BaseModel):
@@ -95,28 +105,36 @@ class ModelsView(BaseModel):
     @classmethod
     def build(cls, infos: dict[str, dict[str, Any]], deployments: dict[str, Any]) -> ModelsView:
         """`infos`: deployment name → model info; `deployments`: the app's entries of `serve.status()`."""
-        return cls(
-            deployments=[
+        views = []
+        for name, d in deployments.items():
+            replicas = replica_counts(d)
+            views.append(
                 DeploymentView(
                     deployment=name,
                     status=str(getattr(d.status, "value", d.status)),
-                    replicas={str(getattr(k, "value", k)): int(v) for k, v in d.replica_states.items()},
+                    replicas=replicas,
+                    warmth=DeploymentWarmth(name, replicas).warmth.value,
                     model=infos.get(name),
                 )
-                for name, d in deployments.items()
-            ]
-        )
+            )
+        return cls(deployments=views)
 
 
 def _with_urls(result: dict[str, Any], storage: Storage) -> dict[str, Any]:
-    """Add a fresh presigned GET `url` next to every stored object `key` in the result."""
-    out: dict[str, Any] = {}
-    for name, value in result.items():
-        if isinstance(value, dict) and "key" in value:
-            filename = str(value["key"]).rsplit("/", 1)[-1]
-            value = {**value, "url": storage.presigned_url(value["key"], filename=filename)}
-        out[name] = value
-    return out
+    """Add a fresh presigned GET `url` next to every stored object `key` in the result, also in lists
+    and nested entries (a soundscape's `layers`)."""
+    return {name: _with_url(value, storage) for name, value in result.items()}
+
+
+def _with_url(value: Any, storage: Storage) -> Any:
+    if isinstance(value, list):
+        return [_with_url(item, storage) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "key" in value:
+        filename = str(value["key"]).rsplit("/", 1)[-1]
+        return {**value, "url": storage.presigned_url(value["key"], filename=filename)}
+    return {name: _with_url(item, storage) for name, item in value.items()}
 
 
 def job_view(record: JobRecord, storage: Storage, base_url: str) -> JobView:
@@ -128,6 +146,7 @@ def job_view(record: JobRecord, storage: Storage, base_url: str) -> JobView:
         progress=round(record.progress, 4),
         stage=record.stage,
         segments=record.segments,
+        detail=record.detail,
         attempt=record.attempt,
         cancel_requested=record.cancel_requested,
         request=record.request,

@@ -89,6 +89,7 @@ class LocalStack:
         self._started_ray = False
         self.gpus = 0
         self.dashboard_url: str | None = None  # http://127.0.0.1:PORT once Ray runs with a dashboard
+        self.config: dict[str, Any] | None = None  # the Serve config deployed by `start()`
 
     @property
     def base_url(self) -> str:
@@ -134,6 +135,7 @@ class LocalStack:
             raise
         self._start_ray()
         deploy(config)
+        self.config = config
         return self
 
     def _check_models(self, config: dict[str, Any]) -> None:

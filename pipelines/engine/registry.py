@@ -14,6 +14,7 @@ from pipelines.jobs.loop import LOOP_KIND
 from pipelines.jobs.pitch_shift import PITCH_SHIFT_KIND
 from pipelines.jobs.separation import SEPARATE_KIND
 from pipelines.jobs.voice_convert import VOICE_CONVERT_KIND
+from pipelines.jobs.soundscape import SOUNDSCAPE_KIND
 from pipelines.jobs.voice_replace import VOICE_REPLACE_KIND
 
 JOB_KINDS: dict[str, JobKind[Any]] = {
@@ -27,5 +28,6 @@ JOB_KINDS: dict[str, JobKind[Any]] = {
         VOICE_REPLACE_KIND,
         DIARIZE_KIND,
         VOICE_CONVERT_KIND,
+        SOUNDSCAPE_KIND,
     )
 }

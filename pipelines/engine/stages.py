@@ -40,6 +40,9 @@ T = TypeVar("T")
 U = TypeVar("U")
 R = TypeVar("R", bound=BaseModel)
 SEGMENT_REPORT_INTERVAL_S = 0.5  # at most two job-record writes a second for fan-out progress
+WAITING_FOR_MODEL = "waiting for model"
+ColdProbe = Callable[[list[str]], Awaitable[list[str]]]
+"""Deployment names → those of them with no running replica (scaled to zero, or starting)."""
 
 
 def no_models(request: Any, models: Models) -> Sequence[ModelClient]:
@@ -70,8 +73,10 @@ class StageRunner(Generic[R]):
         retry: RetryPolicy | None = None,
         version: int = 1,
         stage_timeout_s: float | None = None,
+        cold_probe: ColdProbe | None = None,
     ) -> None:
         self.jobs = jobs
+        self.cold_probe = cold_probe
         self.job = job
         self.attempt = job.attempt
         self.version = version
@@ -95,7 +100,9 @@ class StageRunner(Generic[R]):
             for index, stage in enumerate(stages):
                 self._raise_failed_commit()
                 committed = [self._records[i] for i in range(index) if i in self._records]
-                models = await self._models(stage)
+                clients = stage.models(self.ctx.request, self.ctx.models)
+                await self._wait_for_cold_models(stage.name, clients)
+                models = await self._models(clients)
                 expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
                 restored = await asyncio.to_thread(self._restore, index, stage, expected)
                 if restored is None:
@@ -111,9 +118,31 @@ class StageRunner(Generic[R]):
         if self._commit is not None and self._commit.done():
             self._commit.result()  # a commit refused by the fence (or the store) stops the attempt here
 
-    async def _models(self, stage: Stage[R]) -> dict[str, dict[str, Any]]:
+    async def _wait_for_cold_models(self, stage: str, clients: Sequence[ModelClient]) -> None:
+        """When a model the stage calls is scaled to zero: say so on the record (`detail`), wait for its
+        cold start (a call to a cold deployment queues until a replica runs), then clear the note."""
+        if self.cold_probe is None or not clients:
+            return
+        cold = await self.cold_probe([c.deployment for c in clients])
+        if not cold:
+            return
+        logger.info("waiting for cold models", extra={"job_id": self.job.id, "stage": stage})
+        await self._set_detail(stage, f"{WAITING_FOR_MODEL} {', '.join(cold)}")
+        cards = await asyncio.gather(*(c.info() for c in clients if c.deployment in cold))
+        self._model_infos.update({card.deployment: card.identity for card in cards})
+        await self._set_detail(stage, None)
+
+    async def _set_detail(self, stage: str, detail: str | None) -> None:
+        def mark(record: JobRecord) -> None:
+            if record.cancel_requested:
+                raise JobCancelledError(self.job.id)
+            record.stage = stage
+            record.detail = detail
+
+        self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
+
+    async def _models(self, clients: Sequence[ModelClient]) -> dict[str, dict[str, Any]]:
         """Model id, revision and weights kind of each deployment the stage calls (asked once a run)."""
-        clients = stage.models(self.ctx.request, self.ctx.models)
         for client in clients:
             if client.deployment not in self._model_infos:
                 self._model_infos[client.deployment] = (await client.info()).identity
