@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from deployments.metrics import timed_model_call
 from infra.settings import load_settings
 from models.types import GeneratedAudio, Sampling
 from pipelines.engine.clients import ModelCard
@@ -27,6 +28,7 @@ class DeploymentClient:
     async def info(self) -> ModelCard:
         return ModelCard.from_info(self._deployment, await self._call("info"))
 
+    @timed_model_call
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """`handle.method.remote(**kwargs)`, awaited within `model_call_timeout_s`. A call that runs out
         of time, or whose caller is cancelled (a cancelled job), is cancelled on the replica too."""

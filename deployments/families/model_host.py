@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from deployments.families.gpu import assigned_gpu_share, cap_gpu_memory, check_device
+from deployments.metrics import install_ray_metrics
 from infra.model_store import resolve_model_uri
 from infra.settings import load_settings
 from models.common import resolve_device
@@ -23,6 +24,7 @@ class ModelHost:
 
     def load_model(self, loader: Callable[..., M], uri: str, device: str = "auto", **options: Any) -> M:
         """Resolve `uri` (infra/model_store.py) and call the wrapper's `from_pretrained` with it."""
+        install_ray_metrics()
         settings = load_settings()
         self.device = resolve_device(device)
         cap_gpu_memory(self.device)
