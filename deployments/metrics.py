@@ -50,8 +50,11 @@ class RayMetricsSink:
 
 
 def install_ray_metrics() -> None:
-    """Record this process's metrics through Ray (a no-op when a sink is installed already)."""
-    if metrics.installed_sink() is None:
+    """Record this process's metrics through Ray: in a process Ray runs (a replica), once. A no-op
+    elsewhere (a runner or ingress built in-process by a test) and when a sink is installed already."""
+    import ray
+
+    if ray.is_initialized() and metrics.installed_sink() is None:
         metrics.install_sink(RayMetricsSink())
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -37,11 +36,11 @@ class RecordingSink:
 
 
 @pytest.fixture
-def sink() -> Iterator[RecordingSink]:
+def sink(monkeypatch: pytest.MonkeyPatch) -> RecordingSink:
+    """This process's sink for the test (the one before is put back after it)."""
     recording = RecordingSink()
-    metrics.install_sink(recording)
-    yield recording
-    metrics.install_sink(metrics._NoSink())
+    monkeypatch.setattr(metrics, "_sink", recording)
+    return recording
 
 
 @pytest.fixture
