@@ -32,14 +32,19 @@ class JobFollower:
         deadline = time.monotonic() + timeout_s
         drops = 0
         while "end" not in self.state:
+            seen = self.last_event_id
             try:
                 self._read(deadline)
-                drops = 0
             except httpx.TransportError:
-                drops += 1
-                if drops > RECONNECTS:
+                if drops >= RECONNECTS:
                     raise
-                time.sleep(min(2.0**drops, 10.0))
+            if "end" in self.state:
+                break
+            # The stream closed or broke before `end`: resume after the last event, backing off while
+            # reconnections bring nothing new.
+            drops = 0 if self.last_event_id != seen else drops + 1
+            self._check(deadline)
+            time.sleep(min(2.0**drops, 10.0))
         job = self.client.job(self.job_id)  # the record as stored, with fresh URLs
         if job["status"] != "succeeded":
             raise JobFailedError(job)
@@ -47,12 +52,15 @@ class JobFollower:
 
     def _read(self, deadline: float) -> None:
         for event in self.client.events(self.job_id, self.last_event_id):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_id} still {self.state.get('status')} at --timeout")
+            self._check(deadline)
             if event is not None:
                 self._apply(event)
             if "end" in self.state:
                 return
+
+    def _check(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {self.job_id} still {self.state.get('status')} at --timeout")
 
     def _apply(self, event: JobEvent) -> None:
         self.last_event_id = event.id or self.last_event_id

@@ -31,9 +31,8 @@ def add_submit_parser(sub: Any) -> None:
     submit = sub.add_parser("submit", help="submit a job of any kind (options from its request model)")
     kinds = submit.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind in JOB_KINDS.values():
-        parser = kinds.add_parser(
-            kind.name, help=kind.summary or f"a {kind.name} job", description=kind.summary
-        )
+        summary = kind.summary.replace("%", "%%")
+        parser = kinds.add_parser(kind.name, help=summary or f"a {kind.name} job", description=kind.summary)
         add_kind_arguments(parser, kind)
         add_follow_arguments(parser)
         parser.add_argument(
