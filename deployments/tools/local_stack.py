@@ -189,9 +189,6 @@ class LocalStack:
                         dashboard_port=self.options.dashboard_port or DASHBOARD_PORT,
                         log_to_driver=self.options.log_to_driver,
                         logging_level=logging.WARNING,
-                        # The node on loopback: Ray's metrics agent then binds its Prometheus endpoint
-                        # to 127.0.0.1 (on any other node address it listens on every interface).
-                        _node_ip_address="127.0.0.1",
                         _metrics_export_port=self.options.metrics_port,
                     )
                 self.metrics_url = f"http://127.0.0.1:{_metrics_port(context)}/metrics"
