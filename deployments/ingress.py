@@ -14,6 +14,7 @@ from ray import serve
 from deployments.families.client import edge_models
 from deployments.http.api import build_http_app
 from deployments.http.services import Services
+from deployments.metrics import install_ray_metrics
 from infra.jobs import JobStore
 from infra.settings import load_settings
 from infra.storage import Storage
@@ -30,6 +31,7 @@ from pipelines.engine.clients import Models
 @serve.ingress()
 class Ingress:
     def __init__(self, runner: Any, models: Models) -> None:
+        install_ray_metrics()
         settings = load_settings()
         # A request waits out only a short store outage, then answers 503 + Retry-After.
         edge = settings.model_copy(update={"s3_outage_tolerance_s": settings.s3_edge_outage_tolerance_s})

@@ -27,6 +27,7 @@ from ray import exceptions as ray_exceptions
 from ray import serve
 
 from deployments.families.warmth import cold_deployments
+from deployments.metrics import install_ray_metrics
 from deployments.webhooks import WebhookSender
 from infra.jobs import JobError, JobNotFoundError, JobRecord, JobStatus, JobStore, StaleAttemptError
 from infra.retention import apply_lifecycle_rules, sweep_expired
@@ -69,6 +70,7 @@ def is_transient(error: BaseException) -> bool:
 )
 class JobRunner:
     def __init__(self, models: Models) -> None:
+        install_ray_metrics()
         self.settings: Settings = load_settings()
         self.jobs = JobStore(Storage(self.settings))
         probe_conditional_writes(self.jobs.storage)  # claims are CAS writes: refuse a store that fakes them

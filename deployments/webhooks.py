@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from deployments.http.schemas import job_view
+from infra import metrics
 from infra.jobs import JobNotFoundError, JobRecord, JobStore
 from infra.net_guard import pinned_url, public_address
 from infra.settings import Settings
@@ -111,6 +112,8 @@ class WebhookSender:
             record.webhook_pending = kept
 
         self.jobs.update(job_id, note)
+        outcome = "delivered" if attempt.delivered else "failed" if attempt.final else "retry"
+        metrics.record(metrics.WEBHOOK_DELIVERIES, event=delivery.event, outcome=outcome)
         logger.info(
             "webhook attempt",
             extra={"job_id": job_id, "delivery": delivery.id, "ok": attempt.delivered, "n": attempt.attempt},

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from infra import metrics
 from infra.job_records import (
     IdempotencyConflictError,
     JobError,
@@ -147,6 +148,7 @@ class JobStore:
                 self._s3(lambda: self.storage.delete(active_job_key(job_id)))
             return existing, False
         logger.info("job created", extra={"job_id": job_id, "kind": kind})
+        metrics.record(metrics.JOBS_SUBMITTED, kind=kind)
         return record, True
 
     def _claim_idempotency_key(self, kind: str, key: str, job_id: str, owner: str | None = None) -> str:
@@ -289,6 +291,8 @@ class JobStore:
             self._index_webhooks(record)
             if record.status.finished:
                 self._s3(lambda: self.storage.delete(active_job_key(job_id)))
+                if not before.finished:
+                    metrics.record(metrics.JOBS_FINISHED, kind=record.kind, status=record.status.value)
             return record
         raise RuntimeError(f"job {job_id}: gave up after {_CAS_TRIES} conflicting updates")
 
@@ -328,6 +332,8 @@ class JobStore:
             claimed.append(True)
 
         record = self.update(job_id, take)
+        if claimed and record.attempt == 1 and record.started_at is not None:
+            metrics.record(metrics.QUEUE_WAIT, record.started_at - record.created_at, kind=record.kind)
         return record if claimed else None
 
     def renew(self, job_id: str, attempt: int, lease_s: float) -> JobRecord:

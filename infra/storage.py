@@ -26,6 +26,7 @@ from infra.keys import (
     stage_prefix,
     upload_key,
 )
+from infra.s3_metrics import observe_s3_calls
 from infra.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -94,13 +95,15 @@ def make_client(settings: Settings, endpoint_url: str | None = None) -> S3Client
         read_timeout=settings.s3_read_timeout_s,
     )
     secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint_url or settings.s3_endpoint_url,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=secret,
         config=config,
     )
+    observe_s3_calls(client)  # request latency and errors (infra/metrics.py)
+    return client
 
 
 def _error_code(e: ClientError) -> str:

@@ -61,7 +61,9 @@ def stack(s3: EmbeddedS3) -> Iterator[object]:
 
     saved = dict(os.environ)
     os.environ.update({**s3.env, **TEST_ENV})
-    options = LocalStackOptions(port=free_port(), logical_gpus=3, num_cpus=2, dashboard_port=free_port())
+    options = LocalStackOptions(
+        port=free_port(), logical_gpus=3, num_cpus=2, dashboard_port=free_port(), metrics_port=free_port()
+    )
     local = LocalStack(options)
     try:
         local.start()

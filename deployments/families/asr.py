@@ -14,6 +14,7 @@ from ray import serve
 
 from deployments.families.client import DeploymentClient, ModelCallTimeoutError
 from deployments.families.model_host import ModelHost
+from deployments.metrics import record_batch
 from infra.audio import Audio
 from infra.settings import load_settings
 from models.types import Transcript
@@ -117,6 +118,7 @@ class ASRDeployment(ModelHost):
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _batch(self, calls: list[TranscriptionCall]) -> list[Transcript | Exception]:
+        record_batch(len(calls))
         groups: dict[BatchKey, list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
             groups[call.batch_key].append(i)

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from deployments.families.warmth import Warmth, warmth_of
+from deployments.metrics import timed_model_call
 from infra.settings import load_settings
 from models.types import GeneratedAudio, Sampling
 from pipelines.engine.clients import ModelCard, Models
@@ -82,6 +83,7 @@ class DeploymentClient:
         self._card_at = time.monotonic()
         return self._card
 
+    @timed_model_call
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """`handle.method.remote(**kwargs)`, awaited within `model_call_timeout_s`. A call that runs out
         of time, or whose caller is cancelled (a cancelled job), is cancelled on the replica too. At the

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from deployments.families.gpu import assigned_gpu_share, cap_gpu_memory, check_device
+from deployments.metrics import install_ray_metrics
 from infra.model_store import resolve_model_uri
 from infra.settings import load_settings
 from models.common import resolve_device
@@ -80,6 +81,7 @@ class ModelHost:
 
     def load_model(self, loader: Callable[..., M], uri: str, device: str = "auto", **options: Any) -> M:
         """Resolve `uri` (infra/model_store.py) and call the wrapper's `from_pretrained` with it."""
+        install_ray_metrics()
         settings = load_settings()
         self.watch_model_calls()
         self.device = resolve_device(device)

@@ -18,6 +18,7 @@ from ray import serve
 
 from deployments.families.client import TextToAudioDeploymentClient
 from deployments.families.model_host import ModelHost
+from deployments.metrics import record_batch
 from infra.audio import Audio
 from models.types import GeneratedAudio, Sampling
 
@@ -85,6 +86,7 @@ class DelayedCodebookGenerator(ModelHost):
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
     async def _generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+        record_batch(len(calls))
         self._generating += 1
         try:
             return await self._generate_groups(calls)

@@ -11,34 +11,45 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+import httpx
 
-from deployments.tools.local_stack import DASHBOARD_PORT, ModelsMissingError
-from infra.client import ApiRequestError, JobFailedError, SoundstageClient, download
+from deployments.tools.cli_audio import add_audio_parsers
+from deployments.tools.cli_common import (
+    ConfigError,
+    ExitCode,
+    add_api_arguments,
+    client_for,
+    exit_code_for,
+    report_error,
+)
+from deployments.tools.cli_follow import download_results, follow, result_lines
+from deployments.tools.cli_jobs import add_jobs_parser
+from deployments.tools.cli_submit import UsageError, add_submit_parser
+from deployments.tools.local_stack import DASHBOARD_PORT, METRICS_PORT, ModelsMissingError
+from infra.client import ApiRequestError, JobFailedError, SoundstageClient
 from infra.embedded_s3 import EmbeddedS3Error
 from infra.model_store import pull_model, push_model
 from infra.settings import SettingsError, load_settings
 from infra.store_probe import StoreProbeError
 
-DEFAULT_URL = os.environ.get("SOUNDSTAGE_URL", "http://127.0.0.1:8000")
-
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; the exit code is an `ExitCode` (README: CLI reference), argparse's 2 for
+    bad arguments included."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (
-        SettingsError,
-        ApiRequestError,
-        JobFailedError,
-        TimeoutError,
-        EmbeddedS3Error,
-        StoreProbeError,
-        ModelsMissingError,
-    ) as e:
+    except UsageError as e:
+        report_error(args, e, ExitCode.USAGE)
+        return ExitCode.USAGE
+    except (ApiRequestError, JobFailedError, TimeoutError, ConfigError, httpx.TransportError) as e:
+        code = exit_code_for(e)
+        report_error(args, e, code)
+        return code
+    except (SettingsError, EmbeddedS3Error, StoreProbeError, ModelsMissingError, OSError) as e:
         print(f"soundstage: {e}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,25 +91,18 @@ def _parser() -> argparse.ArgumentParser:
         help="Ray dashboard on 127.0.0.1 (what `serve status`, `serve config` and `ray list` talk to); "
         "0: none",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=METRICS_PORT,
+        help="Ray's Prometheus endpoint on 127.0.0.1: soundstage's metrics beside Serve's (0: Ray picks one)",
+    )
     serve.add_argument("--verbose", action="store_true", help="stream replica logs to this terminal")
     serve.set_defaults(func=cmd_serve)
 
-    submit = sub.add_parser("submit", help="submit a job")
-    submit.add_argument("kind", choices=["music"])
-    submit.add_argument("prompt")
-    submit.add_argument("--duration", type=float, default=8.0, help="seconds")
-    submit.add_argument("--seed", type=int, default=None)
-    submit.add_argument("--format", default="wav", choices=["wav", "flac", "mp3"])
-    submit.add_argument("--wait", action="store_true", help="follow progress, then download the result")
-    submit.add_argument("--output-dir", type=Path, default=Path("soundstage-output"))
-    _add_url(submit)
-    submit.set_defaults(func=cmd_submit)
-
-    wait = sub.add_parser("wait", help="follow a job and download its result")
-    wait.add_argument("job_id")
-    wait.add_argument("--output-dir", type=Path, default=Path("soundstage-output"))
-    _add_url(wait)
-    wait.set_defaults(func=cmd_wait)
+    add_submit_parser(sub)
+    add_jobs_parser(sub)
+    add_audio_parsers(sub)
 
     models = sub.add_parser("models", help="list served models; push/pull weights to the s3:// store")
     models_sub = models.add_subparsers(required=True)
@@ -162,8 +166,7 @@ def _add_convert_arguments(convert: argparse.ArgumentParser) -> None:
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL, help="API base URL (env SOUNDSTAGE_URL)")
-    parser.add_argument("--api-key", default=os.environ.get("SOUNDSTAGE_API_KEY"))
+    add_api_arguments(parser)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -176,6 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_to_driver=args.verbose,
         data_dir=args.data_dir,
         dashboard_port=args.dashboard_port or None,
+        metrics_port=args.metrics_port or None,
         models=args.models,
         model_uris=_model_overrides(args.model, args.config),
     )
@@ -258,6 +262,8 @@ def _print_urls(stack: Any, verbose: bool) -> None:
         print(f"  Ray dashboard:   {stack.dashboard_url}")
         print(f"  Ray's tools:     export {ray_tools_env(stack.dashboard_url)}")
         print("                   (then `serve status`, `serve config`, `ray list actors`)")
+    if stack.metrics_url is not None:
+        print(f"  metrics:         {stack.metrics_url} (Prometheus; soundstage_* beside Serve's)")
     if not verbose:
         print("  replica logs:    /tmp/ray/session_latest/logs/serve/ (or run with --verbose)")
 
@@ -273,48 +279,16 @@ def ray_tools_env(dashboard_url: str) -> str:
     return line
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    client = SoundstageClient(args.url, api_key=args.api_key)
-    body: dict[str, Any] = {"prompt": args.prompt, "duration_s": args.duration, "format": args.format}
-    if args.seed is not None:
-        body["seed"] = args.seed
-    job = client.submit(args.kind, body)
-    print(f"job {job['id']}: {job['status_url']}")
-    if args.wait:
-        _follow(client, job["id"], args.output_dir)
-    return 0
-
-
-def cmd_wait(args: argparse.Namespace) -> int:
-    _follow(SoundstageClient(args.url, api_key=args.api_key), args.job_id, args.output_dir)
-    return 0
-
-
 def _follow(client: SoundstageClient, job_id: str, output_dir: Path) -> dict[str, Any]:
-    """Progress bar until the job ends, then download every result object through its presigned URL."""
-    with tqdm(total=100, desc=f"job {job_id[:8]}", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
-
-        def update(job: dict[str, Any]) -> None:
-            bar.n = int(job["progress"] * 100)
-            bar.set_postfix_str(f"{job['status']} {job.get('stage') or ''}".strip())
-
-        job = client.wait(job_id, on_update=update)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for name, item in (job["result"] or {}).items():
-        if isinstance(item, dict) and "url" in item:
-            path = output_dir / f"{job_id}-{item['key'].rsplit('/', 1)[-1]}"
-            size = download(item["url"], path)
-            print(f"{name}: {path} ({size} bytes) <- {item['url'].split('?')[0]}")
-    metadata = job["result"].get("metadata", {})
-    model = metadata.get("model") or {}
-    note = " (random-init debug model: noise, not music)" if metadata.get("weights") == "debug-random" else ""
-    weights = metadata.get("weights")
-    print(f"model {model.get('model_id')}, weights {weights}{note}, seed {metadata.get('seed')}")
+    """`serve --first-job`: progress from the job's events, then its result downloaded and described."""
+    job = follow(client, job_id, timeout_s=3600.0, show_progress=True)
+    for line in result_lines(job, download_results(job, output_dir)):
+        print(line)
     return job
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    for deployment in SoundstageClient(args.url, api_key=args.api_key).deployments()["deployments"]:
+    for deployment in client_for(args).deployments()["deployments"]:
         model = deployment.get("model") or {}
         print(
             f"{deployment['deployment']:<12} {deployment['status']:<10} replicas={deployment['replicas']} "

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 RAY_START_TRIES = 3
 RAY_EXIT_TIMEOUT_S = 15.0
 DASHBOARD_PORT = 8265  # Ray's default, what `serve status` and `ray list` try first
+METRICS_PORT = 8090  # Ray's Prometheus endpoint for `soundstage serve` (Ray's own default is random)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class LocalStackOptions:
     log_to_driver: bool = True
     data_dir: Path | None = None  # default: infra.embedded_s3.default_data_dir()
     dashboard_port: int | None = None  # on 127.0.0.1 (`soundstage serve`: 8265); None: no dashboard
+    metrics_port: int | None = None  # Ray's Prometheus endpoint (`soundstage serve`: 8090); None: Ray's pick
 
 
 def enable_ray_token_auth() -> None:
@@ -90,6 +92,7 @@ class LocalStack:
         self.gpus = 0
         self.dashboard_url: str | None = None  # http://127.0.0.1:PORT once Ray runs with a dashboard
         self.config: dict[str, Any] | None = None  # the Serve config deployed by `start()`
+        self.metrics_url: str | None = None  # http://127.0.0.1:PORT/metrics once Ray runs
 
     @property
     def base_url(self) -> str:
@@ -188,7 +191,9 @@ class LocalStack:
                         dashboard_port=self.options.dashboard_port or DASHBOARD_PORT,
                         log_to_driver=self.options.log_to_driver,
                         logging_level=logging.WARNING,
+                        _metrics_export_port=self.options.metrics_port,
                     )
+                self.metrics_url = f"http://127.0.0.1:{_metrics_port(context)}/metrics"
                 url = getattr(context, "dashboard_url", None) if dashboard else None
                 if url:
                     self.dashboard_url = url if "://" in url else f"http://{url}"
@@ -217,13 +222,18 @@ class LocalStack:
             # (DashboardAgent, RuntimeEnvAgent, workers) exit after them, or are ended here.
             reap(ray_processes, timeout_s=RAY_EXIT_TIMEOUT_S)
             self._started_ray = False
-            self.dashboard_url = None
+            self.dashboard_url = self.metrics_url = None
         self._stop_store()
 
     def _stop_store(self) -> None:
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None
+
+
+def _metrics_port(context: Any) -> int:
+    """The port Ray's metrics agent exports on (the one asked for, or the one Ray chose)."""
+    return int(context.address_info["metrics_export_port"])
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from infra import metrics
 from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord
 from infra.storage import ObjectNotFoundError, check_name, retrying, stage_prefix
 from pipelines.engine.checkpoints import RetryPolicy, describe, fingerprint, peak_rss_bytes, sha256
@@ -232,6 +233,7 @@ class StageRunner(Generic[R]):
             attempt=self.attempt,
         )
         self._records[index] = record
+        _record_stage_metrics(self.job.kind, record, errors)
         self._commit = asyncio.ensure_future(
             self._commit_after(self._commit, record, result, (index + 1) / total)
         )
@@ -312,6 +314,14 @@ def _object_name(name: str) -> str:
     if name in _RESERVED:
         raise ValueError(f"stage object name {name!r} is reserved for the checkpoint itself")
     return check_name(name)
+
+
+def _record_stage_metrics(kind: str, record: StageRecord, errors: list[str]) -> None:
+    """The stage's duration, and each retried error by its type (`describe`'s `Type: message`)."""
+    metrics.record(metrics.STAGE_DURATION, record.duration_s, kind=kind, stage=record.name)
+    for error in errors:
+        cause = error.partition(":")[0]
+        metrics.record(metrics.STAGE_RETRIES, kind=kind, stage=record.name, cause=cause)
 
 
 def _error_code(e: BaseException) -> str:

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from deployments.http.api import build_http_app
 from deployments.http.services import Services
 from deployments.runner import JobRunner
+from infra import metrics
 from infra.embedded_s3 import EmbeddedS3
 from infra.jobs import JobStatus, JobStore
 from infra.settings import load_settings
@@ -33,6 +34,7 @@ from pipelines.engine import registry
 from pipelines.engine.kinds import JobKind
 from pipelines.engine.stages import Stage, StageContext, StageResult, Stored
 from tests.deployments.http.conftest import RecordingRunner, tone_wav
+from tests.infra.test_metrics import RecordingSink
 from tests.pipelines.test_stages import models_with
 
 KIND = "test-webhook"
@@ -240,3 +242,14 @@ def test_a_form_submission_takes_webhook_fields(storage: Storage) -> None:
     assert answer.status_code == 202, answer.text
     record = JobStore(storage).get(answer.json()["id"])
     assert record.webhook == WebhookSpec(url="http://127.0.0.1/h", events=("job.failed", "job.cancelled"))
+
+
+def test_deliveries_are_counted_by_outcome(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = RecordingSink()
+    monkeypatch.setattr(metrics, "_sink", sink)
+    receiver = Receiver([500])
+    jobs = JobStore(storage)
+    job_id = jobs.create(KIND, {"note": "m"}, webhook=WebhookSpec(url=receiver.url))[0].id
+    run_job(job_id, lambda: not jobs.get(job_id).webhook_pending)
+    outcomes = [(tags["event"], tags["outcome"]) for _, tags in sink.of(metrics.WEBHOOK_DELIVERIES)]
+    assert outcomes == [("job.succeeded", "retry"), ("job.succeeded", "delivered")]

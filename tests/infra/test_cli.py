@@ -38,5 +38,5 @@ def test_submit_wait_downloads_the_result(
 
 
 def test_api_errors_are_reported_not_raised(base_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["submit", "music", " ", "--url", base_url]) == 1
+    assert main(["submit", "music", " ", "--url", base_url]) == 2  # the API refused it: a usage error
     assert "422" in capsys.readouterr().err

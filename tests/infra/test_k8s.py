@@ -143,3 +143,31 @@ def test_config_map_holds_only_soundstage_settings(documents: list[dict[str, Any
 def test_ray_token_auth_is_managed_by_kuberay(cluster: dict[str, Any]) -> None:
     assert cluster["authOptions"]["mode"] == "token"
     assert cluster["rayVersion"] == ray.__version__
+
+
+def test_every_ray_pod_exports_metrics_where_prometheus_scrapes(cluster: dict[str, Any]) -> None:
+    """Ray's metrics port (Ray's, Serve's and soundstage's series) is fixed, exposed as `metrics` and
+    named by the scrape annotations; the PodMonitor selects the same pods and port."""
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        port = group["rayStartParams"]["metrics-export-port"]
+        (container,) = _containers(group)
+        assert {"containerPort": int(port), "name": "metrics"} in container["ports"]
+        annotations = group["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == port
+    with (MANIFEST.parent / "podmonitor.yaml").open() as f:
+        monitor = yaml.safe_load(f)
+    labels = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+
+
+def test_the_grafana_dashboard_charts_every_metric() -> None:
+    """infra/grafana/soundstage.json: valid JSON, one or more panels querying each catalogue metric."""
+    import json
+
+    from infra.metrics import CATALOGUE
+
+    dashboard = json.loads((ROOT / "infra" / "grafana" / "soundstage.json").read_text())
+    queries = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    for metric in CATALOGUE:
+        assert f"ray_{metric.name}" in queries, metric.name

@@ -105,6 +105,7 @@ def test_production_start_serves_a_model_folder(tmp_path: Path) -> None:
     overrides = [f"--model={family}={uri}" for family, uri in {"music": str(folder), **offline}.items()]
     args = [*SOUNDSTAGE, "serve", "--models", "production", *overrides, "--first-job", "--exit"]
     args += ["--port", str(free_port()), "--dashboard-port", "0", "--data-dir", str(tmp_path / "data")]
+    args += ["--metrics-port", "0"]  # Ray picks a free one
     args += ["--output-dir", str(tmp_path / "out")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDSTAGE_S3_")}
     env |= {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"}

@@ -30,7 +30,8 @@ class Served:
     def __init__(self, tmp_path: Path) -> None:
         self.log = tmp_path / "serve.log"
         args = [*SOUNDSTAGE, "serve", "--port", str(free_port()), "--dashboard-port", str(free_port())]
-        args += ["--data-dir", str(tmp_path / "data")]
+        self.metrics_port = free_port()
+        args += ["--data-dir", str(tmp_path / "data"), "--metrics-port", str(self.metrics_port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDSTAGE_S3_")}
         script = f"{' '.join(args)} > {self.log} 2>&1 &\necho $!\nwait $!"
         self.shell = subprocess.Popen(
@@ -95,6 +96,7 @@ def test_a_signal_stops_serve_and_every_ray_process(tmp_path: Path, sig: signal.
             )
             assert status.returncode == 0, status.stderr[-2000:]
             assert "soundstage" in status.stdout and "RUNNING" in status.stdout
+            assert f"metrics:         http://127.0.0.1:{served.metrics_port}/metrics" in text
         os.kill(served.pid, sig)
         assert served.wait(timeout_s=120) == 0, served.log.read_text()[-3000:]
     finally:
