@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.tools.serve_config import deploy, load_config, local_profile
-from infra.embedded_s3 import EmbeddedS3, default_data_dir
+from infra.embedded_s3 import EmbeddedS3, default_data_dir, store_dir
 from infra.model_store import hub_reachable, missing_model
 from infra.settings import Settings, load_settings
 from infra.storage import Storage
@@ -104,7 +104,7 @@ class LocalStack:
         self.settings = self.configured
         try:
             if self.settings.s3_endpoint_url is None:
-                self.s3 = EmbeddedS3(self.settings, data_dir=self.data_dir / "seaweedfs").start()
+                self.s3 = EmbeddedS3(self.settings, data_dir=store_dir(self.data_dir)).start()
                 self.settings = self.s3.settings
                 env.update(self.s3.env)
             probe_conditional_writes(Storage(self.settings))
