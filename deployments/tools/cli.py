@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from deployments.tools.local_stack import DASHBOARD_PORT, ModelsMissingError
+from deployments.tools.local_stack import DASHBOARD_PORT, ModelsMissingError, start_report
 from infra.client import ApiRequestError, JobFailedError, SoundstageClient, download
 from infra.embedded_s3 import EmbeddedS3Error, located_store
 from infra.model_store import ModelStoreError, pull_model, push_model
@@ -278,6 +278,8 @@ def _print_urls(stack: Any, verbose: bool) -> None:
         print(f"  S3 store:        {endpoint} (bucket {stack.settings.s3_bucket})")
     gpus = f"{stack.gpus} GPU(s)" if stack.gpus else "CPU only"
     print(f"  models:          {stack.options.models}, {gpus}")
+    for line in start_report(stack.start_times) if stack.start_times else []:
+        print(line)
     if stack.dashboard_url is not None:
         print(f"  Ray dashboard:   {stack.dashboard_url}")
         print(f"  Ray's tools:     export {ray_tools_env(stack.dashboard_url)}")
