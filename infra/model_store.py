@@ -103,15 +103,29 @@ def file_sha256(path: Path) -> str:
 
 
 def push_model(folder: Path, uri: str, settings: Settings) -> dict[str, str]:
-    """Upload every file of `folder` to `uri`, then its SHA-256 manifest (last, so readers see whole sets)."""
+    """Upload every file of `folder` to `uri`, then its SHA-256 manifest (last, so readers see whole sets).
+    The bucket is created if it does not exist yet (`s3://soundstage-models/...` in a fresh store)."""
     bucket, prefix = _split_s3(uri)
+    if not folder.is_dir():
+        raise ModelStoreError(f"{folder} is not a folder")
     client = make_client(settings)
+    _ensure_bucket(client, bucket)
     files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
     manifest = {name: file_sha256(path) for name, path in files.items()}
     for name, path in files.items():
         client.upload_file(str(path), bucket, prefix + name)
     client.put_object(Bucket=bucket, Key=prefix + MANIFEST, Body=json.dumps({"files": manifest}).encode())
     return manifest
+
+
+def _ensure_bucket(client: object, bucket: str) -> None:
+    try:
+        client.head_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+            raise ModelStoreError(f"cannot use bucket {bucket!r}: {e}") from e
+        client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+        logger.info("model store bucket created", extra={"bucket": bucket})
 
 
 def pull_model(uri: str, settings: Settings) -> Path:
@@ -155,7 +169,7 @@ def _sync_file(client: object, bucket: str, key: str, path: Path, expected: str)
 
 # Model store prefixes that `soundstage models fetch` makes in one step (deployments/tools/model_fetch.py),
 # and those that `soundstage models convert` makes from a released checkpoint.
-FETCHED = {"htdemucs"}
+FETCHED = {"htdemucs", "htdemucs_ft", "audiogen-medium"}
 CONVERTED_FAMILIES = {"htdemucs": "demucs", "htdemucs_ft": "demucs", "audiogen": "audiogen"}
 
 

@@ -1,4 +1,9 @@
-"""HTDemucs music source separation (demucs 4.1): load (debug / converted folder), separate, save, convert.
+"""HTDemucs music source separation (demucs 4.1): load (debug / converted folder / bag of models),
+separate, save, convert.
+
+A bag of models (htdemucs_ft: four HTDemucs, each the best at one stem) is a folder whose `config.json`
+has `model_type: htdemucs_bag`, the member folder names and demucs' per-stem weights, with one member
+folder (itself an HTDemucs folder) per model; it runs through demucs' `BagOfModels`, as demucs does.
 
 Weights are read from safetensors only. A released demucs `.th` checkpoint is a pickle: `convert_checkpoint`
 turns it into a folder (`config.json` + `model.safetensors`) once, offline, and is the only code in the
@@ -17,7 +22,7 @@ from typing import Any, cast, get_args
 
 import numpy as np
 import torch
-from demucs.apply import apply_model
+from demucs.apply import BagOfModels, apply_model
 from demucs.htdemucs import HTDemucs
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -32,6 +37,7 @@ STEMS_4 = ("drums", "bass", "other", "vocals")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_TYPE = "htdemucs"
+BAG_MODEL_TYPE = "htdemucs_bag"
 # Saved in config.json, so a saved debug model is still reported as debug-random when loaded back.
 WEIGHTS_CONFIG_KEY = "soundstage_weights"
 # demucs' own default (`apply_model`, the `demucs` CLI): neighbouring chunks overlap by a quarter chunk.
@@ -128,9 +134,10 @@ def _read_config(folder: Path) -> dict[str, Any]:
         config = _from_json(json.loads((folder / CONFIG_FILE).read_text()))
     except (OSError, ValueError) as e:
         raise ModelLoadingError(f"could not read {folder / CONFIG_FILE}: {e}") from e
-    if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
+    if not isinstance(config, dict) or config.get("model_type") not in {MODEL_TYPE, BAG_MODEL_TYPE}:
         raise ModelLoadingError(
-            f"{folder / CONFIG_FILE} does not describe an HTDemucs (model_type={MODEL_TYPE!r})"
+            f"{folder / CONFIG_FILE} does not describe an HTDemucs "
+            f"(model_type {MODEL_TYPE!r} or {BAG_MODEL_TYPE!r})"
         )
     kind = config.get(WEIGHTS_CONFIG_KEY, "pretrained")
     if kind not in get_args(WeightsKind):
@@ -141,6 +148,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
 def _load_folder(folder: Path) -> tuple[HTDemucs, dict[str, Any]]:
     """Model and config from a folder written by `save_pretrained` or `convert_checkpoint`."""
     config = _read_config(folder)
+    if config["model_type"] != MODEL_TYPE:
+        raise ModelLoadingError(f"{folder} holds a {config['model_type']}, not one HTDemucs")
     try:
         model = build_htdemucs(dict(config["kwargs"]))
         # Released checkpoints keep float16 tensors; load_state_dict casts them to the float32 parameters.
@@ -150,6 +159,59 @@ def _load_folder(folder: Path) -> tuple[HTDemucs, dict[str, Any]]:
             f"could not load HTDemucs from {folder} ({CONFIG_FILE} + {WEIGHTS_FILE}, safetensors only): {e}"
         ) from e
     return model, config
+
+
+def write_bag_folder(
+    path: Path, members: list[str], weights: list[list[float]], kind: WeightsKind, revision: str | None
+) -> None:
+    """The bag's `config.json` in `path`, which already holds one HTDemucs folder per name in `members`.
+
+    `weights[i][s]`: how much member `i` contributes to stem `s` (demucs' bag `weights`; htdemucs_ft takes
+    each stem from one member). Raises `ModelLoadingError` when the members do not form a bag.
+    """
+    _build_bag(path, members, weights)  # the bag must load as it is written
+    config = {
+        "model_type": BAG_MODEL_TYPE,
+        WEIGHTS_CONFIG_KEY: kind,
+        "revision": revision,
+        "members": members,
+        "weights": weights,
+    }
+    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _build_bag(folder: Path, members: list[str], weights: list[list[float]]) -> BagOfModels:
+    if not members or any("/" in name or name.startswith(".") for name in members):
+        raise ModelLoadingError(f"bag at {folder}: members must be plain folder names, got {members!r}")
+    models = [_load_folder(folder / name)[0] for name in members]
+    sources = models[0].sources
+    if len(weights) != len(models) or any(len(row) != len(sources) for row in weights):
+        raise ModelLoadingError(
+            f"bag at {folder}: weights must be {len(models)} rows of {len(sources)} (one per stem), "
+            f"got {weights!r}"
+        )
+    odd = [
+        name
+        for name, model in zip(members, models, strict=True)
+        if (model.sources, model.samplerate, model.audio_channels)
+        != (sources, models[0].samplerate, models[0].audio_channels)
+    ]
+    if odd:
+        raise ModelLoadingError(
+            f"bag at {folder}: members {odd} differ from {members[0]} in stems, sample rate or channels"
+        )
+    return BagOfModels(list[Any](models), weights).eval()
+
+
+def _load_any(folder: Path) -> tuple[HTDemucs | BagOfModels, dict[str, Any]]:
+    """A single HTDemucs folder or a bag folder (`model_type` says which)."""
+    config = _read_config(folder)
+    if config["model_type"] == MODEL_TYPE:
+        return _load_folder(folder)
+    members, weights = config.get("members"), config.get("weights")
+    if not isinstance(members, list) or not isinstance(weights, list):
+        raise ModelLoadingError(f"{folder / CONFIG_FILE}: a bag names its members and weights (lists)")
+    return _build_bag(folder, [str(m) for m in members], weights), config
 
 
 def _to_model_layout(audio: Audio, sample_rate: int, channels: int) -> torch.Tensor:
@@ -173,21 +235,23 @@ def _to_model_layout(audio: Audio, sample_rate: int, channels: int) -> torch.Ten
 class Demucs:
     """Source separation with HTDemucs: one `Audio` `[C, T]` per stem at `sample_rate` Hz."""
 
-    def __init__(self, model: HTDemucs, info: ModelInfo, device: str) -> None:
+    def __init__(self, model: HTDemucs | BagOfModels, info: ModelInfo, device: str) -> None:
         self._model = model.to(device).eval()
         self._info = info
         self.device = device
 
     @classmethod
     def from_pretrained(cls, uri: str, *, device: str = "auto", cache_dir: Path | None = None) -> Demucs:
-        """Load `uri`: "debug" (tiny random HTDemucs, no files) or a local folder holding `config.json` +
-        `model.safetensors` (from `save_pretrained` or `convert_checkpoint`).
+        """Load `uri`: "debug" (tiny random HTDemucs, no files), a local folder holding `config.json` +
+        `model.safetensors` (from `save_pretrained` or `convert_checkpoint`), or a bag folder (from
+        `convert_bag`: a bag `config.json` + one such folder per member).
 
         `cache_dir` is accepted for the common wrapper interface and unused: hub and S3 URIs are resolved
         into a local folder by the infra resolver. Weights stay float32 on every device (the STFT and the
         Wiener/mask step are not half-precision safe). Raises `ModelLoadingError` naming what was tried.
         """
         device = resolve_device(device)
+        model: HTDemucs | BagOfModels
         if uri == DEBUG_URI:
             model = _build_debug()
             info = ModelInfo(model_id=DEBUG_URI, revision=None, weights="debug-random")
@@ -199,7 +263,7 @@ class Demucs:
                     f"{WEIGHTS_FILE} ({folder / CONFIG_FILE} missing); a released demucs .th checkpoint must "
                     "first be converted with `soundstage models convert` (models/convert/demucs.py)"
                 )
-            model, config = _load_folder(folder)
+            model, config = _load_any(folder)
             info = ModelInfo(
                 model_id=uri, revision=config.get("revision"), weights=config[WEIGHTS_CONFIG_KEY]
             )
@@ -226,7 +290,10 @@ class Demucs:
     @property
     def segment_s(self) -> float:
         """The training segment in seconds (7.8 for released htdemucs, 2.0 for debug): the chunk length
-        `separate` runs the model on; longer audio is split into overlapping chunks of this length."""
+        `separate` runs the model on; longer audio is split into overlapping chunks of this length (a bag:
+        the shortest member's, as demucs' `apply_model` chunks a bag)."""
+        if isinstance(self._model, BagOfModels):
+            return float(self._model.max_allowed_segment)
         return float(self._model.segment)
 
     @property
@@ -269,8 +336,19 @@ class Demucs:
         }
 
     def save_pretrained(self, path: Path) -> None:
-        """Write `config.json` (kwargs, weights kind, revision) and `model.safetensors` into `path`."""
-        # Recorded by demucs' `capture_init`; nn.Module.__getattr__ hides its type from mypy.
-        args, kwargs = cast(tuple[tuple[Any, ...], dict[str, Any]], self._model._init_args_kwargs)
-        complete = complete_kwargs(tuple(args), dict(kwargs), origin=str(path))
-        write_folder(path, complete, self._model.state_dict(), self._info.weights, self._info.revision)
+        """Write `config.json` (kwargs, weights kind, revision) and `model.safetensors` into `path`; a bag
+        writes one such folder per member and the bag's `config.json`."""
+        if isinstance(self._model, BagOfModels):
+            names = [f"member-{i}" for i in range(len(self._model.models))]
+            for name, member in zip(names, self._model.models, strict=True):
+                _save_htdemucs(cast(HTDemucs, member), path / name, self._info)
+            write_bag_folder(path, names, self._model.weights, self._info.weights, self._info.revision)
+            return
+        _save_htdemucs(self._model, path, self._info)
+
+
+def _save_htdemucs(model: HTDemucs, path: Path, info: ModelInfo) -> None:
+    # Recorded by demucs' `capture_init`; nn.Module.__getattr__ hides its type from mypy.
+    args, kwargs = cast(tuple[tuple[Any, ...], dict[str, Any]], model._init_args_kwargs)
+    complete = complete_kwargs(tuple(args), dict(kwargs), origin=str(path))
+    write_folder(path, complete, model.state_dict(), info.weights, info.revision)

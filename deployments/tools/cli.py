@@ -25,10 +25,10 @@ from deployments.tools.cli_common import (
 from deployments.tools.cli_follow import download_results, follow, result_lines
 from deployments.tools.cli_jobs import add_jobs_parser
 from deployments.tools.cli_submit import UsageError, add_submit_parser
-from deployments.tools.local_stack import DASHBOARD_PORT, METRICS_PORT, ModelsMissingError
+from deployments.tools.local_stack import DASHBOARD_PORT, METRICS_PORT, ModelsMissingError, start_report
 from infra.client import ApiRequestError, JobFailedError, SoundstageClient
-from infra.embedded_s3 import EmbeddedS3Error
-from infra.model_store import pull_model, push_model
+from infra.embedded_s3 import EmbeddedS3Error, located_store
+from infra.model_store import ModelStoreError, pull_model, push_model
 from infra.settings import SettingsError, load_settings
 from infra.store_probe import StoreProbeError
 
@@ -47,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code_for(e)
         report_error(args, e, code)
         return code
-    except (SettingsError, EmbeddedS3Error, StoreProbeError, ModelsMissingError, OSError) as e:
+    except (
+        SettingsError,
+        EmbeddedS3Error,
+        StoreProbeError,
+        ModelsMissingError,
+        ModelStoreError,
+        OSError,
+    ) as e:
         print(f"soundstage: {e}", file=sys.stderr)
         return ExitCode.ERROR
 
@@ -112,11 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     push = models_sub.add_parser("push", help="upload a model folder with its SHA-256 manifest")
     push.add_argument("folder", type=Path)
     push.add_argument("uri", help="s3://bucket/prefix")
+    _add_store_arguments(push)
     push.set_defaults(func=cmd_models_push)
     convert = models_sub.add_parser(
         "convert", help="turn a released checkpoint into safetensors + config (run once, on trusted files)"
     )
     _add_convert_arguments(convert)
+    _add_store_arguments(convert)
     convert.set_defaults(func=cmd_models_convert)
     fetch = models_sub.add_parser(
         "fetch", help="download an official release, verify its checksum, convert it, push it to the store"
@@ -124,11 +133,23 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", help="htdemucs, htdemucs_ft or audiogen-medium")
     fetch.add_argument("--to", default=None, help="s3://bucket/prefix (default: s3://soundstage-models/NAME)")
     fetch.add_argument(
-        "--url", default=None, help="a mirror of the release file (same SIG-SHA256PREFIX name)"
+        "--url",
+        action="append",
+        default=[],
+        help="a mirror of one release file, repeated once per file in the release's order (demucs: "
+        "same SIG-SHA256PREFIX name; audiogen: state_dict.bin, then compression_state_dict.bin, from a "
+        "server that sends the hub's X-Linked-Etag SHA-256)",
     )
+    fetch.add_argument(
+        "--text-encoder",
+        default=None,
+        help="audiogen: T5 hub id or folder (default: the one the config names, t5-large), or 'debug'",
+    )
+    _add_store_arguments(fetch)
     fetch.set_defaults(func=cmd_models_fetch)
     pull = models_sub.add_parser("pull", help="sync an s3:// model into the local cache")
     pull.add_argument("uri")
+    _add_store_arguments(pull)
     pull.set_defaults(func=cmd_models_pull)
     return parser
 
@@ -162,6 +183,16 @@ def _add_convert_arguments(convert: argparse.ArgumentParser) -> None:
     )
     convert.add_argument(
         "--push", metavar="s3://bucket/prefix", default=None, help="then upload the folder to the model store"
+    )
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the local stack's data dir whose embedded store to use (default: as `soundstage serve`); "
+        "its running store, else the last one, started for this command; SOUNDSTAGE_S3_ENDPOINT_URL wins",
     )
 
 
@@ -258,6 +289,8 @@ def _print_urls(stack: Any, verbose: bool) -> None:
         print(f"  S3 store:        {endpoint} (bucket {stack.settings.s3_bucket})")
     gpus = f"{stack.gpus} GPU(s)" if stack.gpus else "CPU only"
     print(f"  models:          {stack.options.models}, {gpus}")
+    for line in start_report(stack.start_times) if stack.start_times else []:
+        print(line)
     if stack.dashboard_url is not None:
         print(f"  Ray dashboard:   {stack.dashboard_url}")
         print(f"  Ray's tools:     export {ray_tools_env(stack.dashboard_url)}")
@@ -298,7 +331,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_push(args: argparse.Namespace) -> int:
-    manifest = push_model(args.folder, args.uri, load_settings())
+    with located_store(load_settings(), args.data_dir) as settings:
+        manifest = push_model(args.folder, args.uri, settings)
     print(f"pushed {len(manifest)} files to {args.uri}")
     return 0
 
@@ -322,7 +356,8 @@ def cmd_models_convert(args: argparse.Namespace) -> int:
         return _bad_input(str(e))
     print(f"converted to {out_dir}")
     if args.push is not None:
-        manifest = push_model(out_dir, args.push, load_settings())
+        with located_store(load_settings(), args.data_dir) as settings:
+            manifest = push_model(out_dir, args.push, settings)
         print(f"pushed {len(manifest)} files to {args.push}")
     return 0
 
@@ -360,11 +395,13 @@ _CONVERTERS = {"demucs": _convert_demucs, "audiogen": _convert_audiogen, "svc": 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
     """Print the model store URI to put in the config; exit 2 with the reason when the fetch fails."""
-    from deployments.tools.model_fetch import FetchError, fetch_model
+    from deployments.tools.model_fetch import FetchError, fetch_model, find_release
 
     to = args.to or f"s3://soundstage-models/{args.name}"
     try:
-        uri = fetch_model(args.name, to, load_settings(), url=args.url)
+        find_release(args.name)  # before looking for a store
+        with located_store(load_settings(), args.data_dir) as settings:
+            uri = fetch_model(args.name, to, settings, urls=tuple(args.url), text_encoder=args.text_encoder)
     except FetchError as e:
         return _bad_input(str(e))
     print(uri)
@@ -372,7 +409,8 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    print(pull_model(args.uri, load_settings()))
+    with located_store(load_settings(), args.data_dir) as settings:
+        print(pull_model(args.uri, settings))
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.tools.serve_config import deploy, load_config, local_profile
-from infra.embedded_s3 import EmbeddedS3, default_data_dir
+from infra.embedded_s3 import EmbeddedS3, default_data_dir, store_dir
 from infra.model_store import hub_reachable, missing_model
 from infra.settings import Settings, load_settings
 from infra.storage import Storage
@@ -27,6 +27,68 @@ RAY_START_TRIES = 3
 RAY_EXIT_TIMEOUT_S = 15.0
 DASHBOARD_PORT = 8265  # Ray's default, what `serve status` and `ray list` try first
 METRICS_PORT = 8090  # Ray's Prometheus endpoint for `soundstage serve` (Ray's own default is random)
+HEALTH_POLL_S = 0.25  # how often Serve's status is read while the app deploys
+
+
+@dataclass(frozen=True)
+class StartTimes:
+    """How long `LocalStack.start` took: `total_s` in all, `store_s` (embedded store + probe), `ray_s`,
+    and per deployment the seconds from the deploy request until Serve first reported it HEALTHY
+    (sampled every `HEALTH_POLL_S`), keyed `application/deployment`."""
+
+    total_s: float
+    store_s: float
+    ray_s: float
+    deployments: dict[str, float]
+
+
+def start_report(times: StartTimes) -> list[str]:
+    """The quickstart lines: the total and its parts, then every deployment with its time, slowest first."""
+    deploy_s = max(times.deployments.values(), default=0.0)
+    lines = [
+        f"  started in:      {times.total_s:.1f} s (store {times.store_s:.1f} s, Ray {times.ray_s:.1f} s, "
+        f"deployments {deploy_s:.1f} s, in parallel)"
+    ]
+    width = max((len(name) for name in times.deployments), default=0)
+    for name, seconds in sorted(times.deployments.items(), key=lambda item: -item[1]):
+        lines.append(f"    {name:<{width}}  healthy after {seconds:5.1f} s")
+    return lines
+
+
+class _HealthWatch:
+    """Reads Serve's status in a thread while the app deploys; records when each deployment turns HEALTHY."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.healthy: dict[str, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="deploy-health-watch", daemon=True)
+
+    def __enter__(self) -> _HealthWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._poll()  # deployments that turned healthy since the last sample
+
+    def _run(self) -> None:
+        while not self._done.wait(HEALTH_POLL_S):
+            self._poll()
+
+    def _poll(self) -> None:
+        from ray import serve
+
+        try:
+            applications = serve.status().applications
+        except Exception:  # Serve's controller not up yet (or going away): sample again later
+            return
+        now = time.monotonic() - self.began
+        for app_name, app in applications.items():
+            for name, deployment in app.deployments.items():
+                if deployment.status == "HEALTHY":  # a str enum
+                    self.healthy.setdefault(f"{app_name}/{name}", now)
 
 
 @dataclass
@@ -93,6 +155,7 @@ class LocalStack:
         self.dashboard_url: str | None = None  # http://127.0.0.1:PORT once Ray runs with a dashboard
         self.config: dict[str, Any] | None = None  # the Serve config deployed by `start()`
         self.metrics_url: str | None = None  # http://127.0.0.1:PORT/metrics once Ray runs
+        self.start_times: StartTimes | None = None  # once `start()` has returned
 
     @property
     def base_url(self) -> str:
@@ -104,17 +167,19 @@ class LocalStack:
         return self.options.data_dir or default_data_dir()
 
     def start(self) -> LocalStack:
+        began = time.monotonic()
         env = self._settings_env()
         self.settings = self.configured
         try:
             if self.settings.s3_endpoint_url is None:
-                self.s3 = EmbeddedS3(self.settings, data_dir=self.data_dir / "seaweedfs").start()
+                self.s3 = EmbeddedS3(self.settings, data_dir=store_dir(self.data_dir)).start()
                 self.settings = self.s3.settings
                 env.update(self.s3.env)
             probe_conditional_writes(Storage(self.settings))
         except BaseException:
             self._stop_store()
             raise
+        store_s = time.monotonic() - began
         gpus = self.options.logical_gpus
         if gpus is None:  # offline models run on the CPU: no GPU shares to reserve for them
             gpus = detect_gpus() if self.options.models == "production" else 0
@@ -136,9 +201,13 @@ class LocalStack:
         except BaseException:
             self._stop_store()
             raise
+        ray_began = time.monotonic()
         self._start_ray()
-        deploy(config)
+        ray_s = time.monotonic() - ray_began
+        with _HealthWatch() as watch:
+            deploy(config)
         self.config = config
+        self.start_times = StartTimes(time.monotonic() - began, store_s, ray_s, watch.healthy)
         return self
 
     def _check_models(self, config: dict[str, Any]) -> None:

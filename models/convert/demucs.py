@@ -12,7 +12,7 @@ from typing import Any, cast
 import torch
 from demucs.htdemucs import HTDemucs
 
-from models.demucs import build_htdemucs, complete_kwargs, to_json, write_folder
+from models.demucs import build_htdemucs, complete_kwargs, to_json, write_bag_folder, write_folder
 from models.types import ModelLoadingError
 
 logger = logging.getLogger(__name__)
@@ -28,15 +28,15 @@ def convert_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
     uploads or at serve time.
 
     The package is the dict written by `demucs.states.serialize_model` (`klass`, `args`, `kwargs`, `state`,
-    ...). Only single HTDemucs models are supported: a bag of models (a `.yaml` naming several
-    checkpoints, e.g. htdemucs_ft) must be converted one `.th` at a time and is not combined here;
+    ...). Only single HTDemucs models are supported here (a bag, e.g. htdemucs_ft: `convert_bag`);
     Demucs v2/v3 (HDemucs) and diffq-quantized checkpoints raise `ModelLoadingError`. Float16 tensors are
     kept as stored (loading casts them). The checkpoint's file stem (demucs' `sig-checksum`) is recorded
     as the revision.
     """
     if checkpoint.suffix in {".yaml", ".yml"}:
         raise ModelLoadingError(
-            f"{checkpoint} is a bag of models; bags are out of scope: convert one model's .th checkpoint"
+            f"{checkpoint} is a bag of models: convert its .th checkpoints together (`convert_bag`, "
+            "`soundstage models fetch htdemucs_ft`)"
         )
     package = _unpickle_trusted(checkpoint)
     kwargs, state = _htdemucs_from_package(package, origin=str(checkpoint))
@@ -46,6 +46,24 @@ def convert_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
         raise ModelLoadingError(f"{checkpoint} does not load into HTDemucs: {e}") from e
     write_folder(out_dir, kwargs, state, "pretrained", revision=checkpoint.stem)
     logger.info("converted demucs checkpoint", extra={"checkpoint": str(checkpoint), "out_dir": str(out_dir)})
+    return out_dir
+
+
+def convert_bag(
+    checkpoints: list[Path], weights: list[list[float]], out_dir: Path, *, revision: str | None = None
+) -> Path:
+    """Convert the released `.th` checkpoints of a bag of HTDemucs (e.g. htdemucs_ft's four) into one
+    folder `Demucs.from_pretrained` loads as demucs' `BagOfModels`: one converted folder per checkpoint
+    (named by its `SIG-CHECKSUM` stem) and the bag's `config.json` with `weights` (one row per checkpoint,
+    one column per stem, as in demucs' bag `.yaml`). Same trust rules as `convert_checkpoint`.
+    """
+    members = [checkpoint.stem for checkpoint in checkpoints]
+    if len(set(members)) != len(members):
+        raise ModelLoadingError(f"a bag's checkpoints must differ, got {members}")
+    for checkpoint in checkpoints:
+        convert_checkpoint(checkpoint, out_dir / checkpoint.stem)
+    write_bag_folder(out_dir, members, weights, "pretrained", revision or "+".join(members))
+    logger.info("converted demucs bag", extra={"members": members, "out_dir": str(out_dir)})
     return out_dir
 
 

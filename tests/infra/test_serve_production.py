@@ -39,8 +39,12 @@ def test_a_store_model_is_there_once_pushed(settings: Settings, tmp_path: Path) 
     uri = f"s3://{settings.s3_bucket}/models-{tmp_path.name}/htdemucs"
     assert missing_model(uri, settings, hub_reachable=False) == f"soundstage models fetch htdemucs --to {uri}"
     ft = uri + "_ft"
-    assert missing_model(ft, settings, hub_reachable=False) == (
-        f"soundstage models convert demucs RELEASED_CHECKPOINT OUT_DIR --push {ft}"
+    assert (
+        missing_model(ft, settings, hub_reachable=False) == f"soundstage models fetch htdemucs_ft --to {ft}"
+    )
+    own = uri + "-retrained"  # a demucs checkpoint of the user's own: converted, not fetched
+    assert missing_model(own, settings, hub_reachable=False) == (
+        f"soundstage models convert demucs RELEASED_CHECKPOINT OUT_DIR --push {own}"
     )
     (tmp_path / "config.json").write_text("{}")
     push_model(tmp_path, uri, settings)
@@ -80,7 +84,7 @@ def test_production_start_without_the_hub_fails_in_seconds_listing_fixes(
     assert "Hugging Face hub is not reachable" in err
     assert "music (hf://facebook/musicgen-small): huggingface-cli download facebook/musicgen-small" in err
     assert "separation (s3://soundstage-models/htdemucs): soundstage models fetch htdemucs\n" in err
-    assert "sfx (s3://soundstage-models/audiogen-medium): soundstage models convert audiogen" in err
+    assert "sfx (s3://soundstage-models/audiogen-medium): soundstage models fetch audiogen-medium\n" in err
     assert "pitch" not in err and "tts" not in err  # packaged weights are always there
 
 

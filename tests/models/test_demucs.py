@@ -187,3 +187,20 @@ def test_folder_with_broken_weights_raises(model: Demucs, tmp_path: Path) -> Non
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadingError, match="safetensors only"):
         Demucs.from_pretrained(str(tmp_path), device="cpu")
+
+
+def test_a_bag_round_trips_and_bad_bags_are_refused(tmp_path: Path) -> None:
+    from models.demucs import write_bag_folder
+
+    debug = Demucs.from_pretrained("debug", device="cpu")
+    for name in ("a", "b"):
+        debug.save_pretrained(tmp_path / "bag" / name)
+    with pytest.raises(ModelLoadingError, match="weights must be 2 rows of 4"):
+        write_bag_folder(tmp_path / "bag", ["a", "b"], [[1.0, 0.0, 0.0, 0.0]], "debug-random", None)
+    with pytest.raises(ModelLoadingError, match="plain folder names"):
+        write_bag_folder(tmp_path / "bag", ["../a"], [[1.0] * 4], "debug-random", None)
+    write_bag_folder(tmp_path / "bag", ["a", "b"], [[1.0] * 4, [1.0] * 4], "debug-random", "r1")
+    bag = Demucs.from_pretrained(str(tmp_path / "bag"), device="cpu")
+    assert (bag.info.weights, bag.info.revision, bag.segment_s) == ("debug-random", "r1", 2.0)
+    bag.save_pretrained(tmp_path / "again")  # a loaded bag saves as a bag
+    assert Demucs.from_pretrained(str(tmp_path / "again"), device="cpu").sources == STEMS_4
