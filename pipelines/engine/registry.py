@@ -13,8 +13,8 @@ from pipelines.jobs.generation import MUSIC_KIND, SFX_KIND
 from pipelines.jobs.loop import LOOP_KIND
 from pipelines.jobs.pitch_shift import PITCH_SHIFT_KIND
 from pipelines.jobs.separation import SEPARATE_KIND
-from pipelines.jobs.voice_convert import VOICE_CONVERT_KIND
 from pipelines.jobs.soundscape import SOUNDSCAPE_KIND
+from pipelines.jobs.voice_convert import VOICE_CONVERT_KIND
 from pipelines.jobs.voice_replace import VOICE_REPLACE_KIND
 
 JOB_KINDS: dict[str, JobKind[Any]] = {
