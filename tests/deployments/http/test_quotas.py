@@ -130,3 +130,30 @@ def test_synchronous_routes_charge_the_audio_they_process(replicas: Replicas) ->
     assert vad(one, 1.5).status_code == 200
     refused(vad(two, 1.0), "audio_seconds_per_day")  # 2.5 s > 2.0 s
     assert vad(two, 0.5).status_code == 200  # exactly 2.0 s
+
+
+def test_an_idempotent_resubmission_gets_its_job_whatever_the_limits(replicas: Replicas) -> None:
+    limits = QuotaLimits(concurrent_jobs=1, audio_seconds_per_day=1.0, requests_per_minute=None)
+    one, two, _ = replicas({"alice": limits}, 1_800_200_000.0)
+    first = separate(one, "alice", key="again")
+    assert first.status_code == 202, first.text
+    refused(separate(one, "alice", seconds=0.5), "concurrent_jobs")  # alice is at both limits now
+    again = separate(two, "alice", key="again")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    conflict = separate(two, "alice", seconds=0.5, key="again")  # the same key for another input
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_conflict"
+    assert separate(one, "bob", key="again").json()["id"] != first.json()["id"]  # keys are per tenant
+
+
+def test_a_seedless_resubmission_is_the_same_job(replicas: Replicas) -> None:
+    """Admission fixes a missing seed; the same request again (still without one) is the same job."""
+    one, two, _ = replicas({}, 1_800_300_000.0)
+    body = {"prompt": "a calm loop", "duration_s": 1.0}
+    headers = bearer("alice") | {"Idempotency-Key": "seedless"}
+    first = one.post("/v1/jobs/music", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    again = two.post("/v1/jobs/music", json=body, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    reseeded = {**body, "seed": first.json()["request"]["seed"] + 1}
+    other = two.post("/v1/jobs/music", json=reseeded, headers=headers)
+    assert other.status_code == 409
