@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from models.types import Transcript
@@ -47,6 +48,7 @@ class TranscriptionCall:
     max_queued_requests=128,
     health_check_period_s=10,
 )
+@answers_faults
 class ASRDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.whisper import Whisper

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from infra.settings import load_settings
-from models.types import GeneratedAudio, Sampling
+from models.types import GeneratedAudio, ModelFault, Sampling
 from pipelines.engine.clients import ModelCard
 
 
@@ -29,19 +29,23 @@ class DeploymentClient:
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """`handle.method.remote(**kwargs)`, awaited within `model_call_timeout_s`. A call that runs out
-        of time, or whose caller is cancelled (a cancelled job), is cancelled on the replica too."""
+        of time, or whose caller is cancelled (a cancelled job), is cancelled on the replica too. A
+        `ModelFault` answer is raised as `ModelInputError` (bad input) or `ModelInternalError`."""
         if self._timeout_s is None:  # read in the process that makes the calls (runner or ingress)
             self._timeout_s = load_settings().model_call_timeout_s
         response = getattr(self._handle, method).remote(**kwargs)
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await response
+                result = await response
         except TimeoutError:
             response.cancel()
             raise ModelCallTimeoutError(self._deployment, method, self._timeout_s) from None
         except asyncio.CancelledError:
             response.cancel()
             raise
+        if isinstance(result, ModelFault):  # the deployment's error, as data (deployments/families/faults.py)
+            raise result.error(self._deployment)
+        return result
 
 
 class ModelCallTimeoutError(TimeoutError):

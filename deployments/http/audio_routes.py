@@ -23,6 +23,7 @@ from deployments.http.transcripts import Granularity, ResponseFormat, text_event
 from deployments.http.voices import load_reference
 from infra.audio import Audio
 from infra.tenancy import Tenant
+from models.types import ModelInputError
 from pipelines.jobs.voice_replace import VOICE_ID
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ async def create_speech(body: SpeechRequest, svc: Svc, tenant: CurrentTenant) ->
         first = await anext(stream)  # bad input fails here, before the response starts
     except BaseException as e:
         await charge.settle()
+        if isinstance(e, ModelInputError):  # the model's clean words (a typed fault, not Ray's text)
+            raise ApiError(422, e.code, e.message, param=e.field or "input") from e
         if not isinstance(e, ValueError | StopAsyncIteration):
             raise
         # The model's own words stay in the log: through Ray they carry replica names, pids, paths.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from models.types import ModelInfo
+from models.types import INTERNAL_FAULT_MESSAGE, ModelInfo, ModelInputError, ModelInternalError
 from pipelines.engine.clients import ModelCard
 from tests.deployments.http.conftest import EdgeFactory, FakeTTS, tone_wav
 
@@ -142,3 +142,19 @@ def test_thousand_sentence_speech_is_complete(edge: EdgeFactory, fmt: str) -> No
     samples = 240 if fmt == "pcm" else 80  # OpenAI's `pcm` is 24 kHz: 80 samples at 8 kHz are 240
     assert len(r.content) == header + 1000 * samples * 2  # every sentence, 16-bit samples
     assert tts.peak <= 8
+
+
+def test_typed_model_faults_map_to_4xx_words_and_a_generic_500(edge: EdgeFactory) -> None:
+    """What the typed clients raise for a deployment's `ModelFault` (tests/deployments/test_model_faults.py
+    checks the clients on the stack): bad input → 422 (400 on OpenAI's routes) with the model's words and
+    the field at fault; a model failure → 500 with the generic message."""
+    refused = ModelInputError("TTS", "invalid_input", "text 0 has nothing to pronounce", "text")
+    speech = {"model": "tts-1", "input": "Hello there.", "voice": "alloy"}
+    r = edge(tts=LeakyTTS(refused)).post("/v1/audio/speech", json=speech)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "text 0 has nothing to pronounce"
+    assert r.json()["error"]["code"] == "invalid_input" and r.json()["error"]["param"] == "text"
+    failed = ModelInternalError("TTS", "model_error", INTERNAL_FAULT_MESSAGE)
+    r = edge(tts=LeakyTTS(failed)).post("/v1/audio/speech", json=speech)
+    assert r.status_code == 500 and r.json()["error"]["message"] == INTERNAL_FAULT_MESSAGE
+    assert r.json()["error"]["code"] == "model_error"
+    assert_clean(422, r.text)
