@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from models.types import INTERNAL_FAULT_MESSAGE, ModelInfo, ModelInputError, ModelInternalError
-from pipelines.engine.clients import ModelCard
-from tests.deployments.http.conftest import EdgeFactory, FakeTTS, tone_wav
+from models.types import INTERNAL_FAULT_MESSAGE, ModelInputError, ModelInternalError
+from tests.deployments.http.conftest import ASRDouble, EdgeFactory, FakeTTS, tone_wav
 
 RAY_TEXT = (
     "\x1b[36mray::ServeReplica:soundstage:TTS.handle_request()\x1b[39m (pid=4242, ip=10.0.3.7, "
@@ -44,14 +43,7 @@ class LeakyTTS(FakeTTS):
         raise self.error
 
 
-class LeakyASR:
-    deployment = "ASR"
-
-    async def info(self) -> ModelCard:
-        return ModelCard(
-            deployment="ASR", model=ModelInfo("fake/asr", "r1", "debug-random"), sample_rate=16000
-        )
-
+class LeakyASR(ASRDouble):
     async def transcribe(
         self,
         *,
