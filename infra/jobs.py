@@ -88,6 +88,11 @@ def _status_prefix(status: JobStatus, owner: str | None = None) -> str:
     return f"index/owner/{hashlib.sha256(owner.encode()).hexdigest()[:32]}/{status.value}/"
 
 
+def _idempotency_marker(kind: str, key: str, owner: str | None) -> str:
+    scope = f"{kind}:{key}" if owner is None else f"{owner}:{kind}:{key}"
+    return f"index/idempotency/{hashlib.sha256(scope.encode()).hexdigest()}"
+
+
 def _encode(record: JobRecord) -> bytes:
     return record.model_dump_json(indent=1).encode()
 
@@ -154,13 +159,22 @@ class JobStore:
     def _claim_idempotency_key(self, kind: str, key: str, job_id: str, owner: str | None = None) -> str:
         """Map the key to a job id once (create-only); a crash between this and the record is harmless.
         Keys are scoped by `owner`: two tenants' equal keys are two jobs."""
-        scope = f"{kind}:{key}" if owner is None else f"{owner}:{kind}:{key}"
-        marker = f"index/idempotency/{hashlib.sha256(scope.encode()).hexdigest()}"
+        marker = _idempotency_marker(kind, key, owner)
         try:
             self._s3(lambda: self.storage.create(marker, job_id.encode(), "text/plain"))
             return job_id
         except PreconditionFailedError:
             return check_id(self._s3(lambda: self.storage.get_bytes(marker)).decode())
+
+    def find_idempotent(self, kind: str, key: str, owner: str | None = None) -> JobRecord | None:
+        """The job an earlier request of `owner` with this idempotency key created, or None (no such
+        key yet, or its record was never written)."""
+        marker = _idempotency_marker(kind, key, owner)
+        try:
+            job_id = check_id(self._s3(lambda: self.storage.get_bytes(marker)).decode())
+            return self.get(job_id)
+        except (ObjectNotFoundError, JobNotFoundError):
+            return None
 
     def get(self, job_id: str) -> JobRecord:
         return self._read(job_id)[0]

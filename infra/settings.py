@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     runner_threads: int = Field(
         default=32, ge=4, description="Worker threads of a runner replica (S3 calls, codecs, renders)."
     )
+    ingress_threads: int = Field(
+        default=32,
+        ge=4,
+        le=1024,
+        description="Worker threads of an ingress replica: its asyncio pool (S3 calls, decodes, uploads) "
+        "and anyio's limit (sync work of the web framework); Ray's default is num_cpus + 4.",
+    )
     # Live job events (deployments/http/job_events.py) and webhooks (deployments/webhooks.py).
     events_poll_s: float = Field(default=0.5, gt=0, description="How often a job's event stream reads it.")
     events_keepalive_s: float = Field(default=15.0, gt=0, description="Comment lines on a quiet stream.")

@@ -64,6 +64,11 @@ class KeyRing:
         return cls(entries)
 
     @property
+    def admins(self) -> frozenset[str]:
+        """The tenant ids of the admin keys."""
+        return frozenset(e.tenant.id for e in self._entries if e.tenant.admin and e.tenant.id is not None)
+
+    @property
     def open(self) -> bool:
         """No key configured: every request is the anonymous `OPEN` tenant."""
         return not self._entries
@@ -76,6 +81,14 @@ class KeyRing:
             if hmac.compare_digest(presented, entry.digest) and found is None:
                 found = entry.tenant
         return found
+
+
+def voice_scope(owner: str | None, settings: Settings) -> str | None:
+    """The owner a job's voice reads are limited to when the job runs: its tenant's id, or None (any
+    voice) for a job of an admin key or of the open API, which admission let name any voice."""
+    if owner is None or owner in KeyRing.from_settings(settings).admins:
+        return None
+    return owner
 
 
 def _entry(raw: str, *, admin: bool) -> _Entry:

@@ -59,6 +59,50 @@ class ModelLoadingError(RuntimeError):
     """Weights could not be loaded; the message names every location that was tried."""
 
 
+# Errors of a model call, as data: a deployment returns a `ModelFault` instead of raising, so nothing
+# Ray wraps (replica names, pids, addresses, tracebacks) crosses the handle; the typed client raises
+# `fault.error()` in the caller's process.
+INTERNAL_FAULT_CODE = "model_error"
+INTERNAL_FAULT_MESSAGE = "the model failed on this request"
+
+
+@dataclass(frozen=True)
+class ModelFault:
+    """Why a model call failed. `internal` False: the input was bad (the message is the model's own
+    words, written for the client; `field` names the argument at fault, if known). `internal` True: the
+    model itself failed; the message is generic and the details stay in the replica's log."""
+
+    code: str
+    message: str
+    field: str | None = None
+    internal: bool = False
+
+    def error(self, deployment: str) -> ModelCallError:
+        """The typed exception this fault is in the caller's process."""
+        kind = ModelInternalError if self.internal else ModelInputError
+        return kind(deployment, self.code, self.message, self.field)
+
+
+class ModelCallError(Exception):
+    """A model call that failed with a `ModelFault`. `code`: a stable reason; `message`: safe to show."""
+
+    def __init__(self, deployment: str, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.deployment = deployment
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class ModelInputError(ModelCallError, ValueError):
+    """The model refused its input (text it cannot speak, a language it does not know, a reference too
+    short): the caller's fault, a 4xx at the edge, a failed stage (not retried) in a job."""
+
+
+class ModelInternalError(ModelCallError):
+    """The model failed unexpectedly: a 500 at the edge with no detail, a failed stage in a job."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Which weights produced a result. `weights` is `debug-random` for the tiny test models."""

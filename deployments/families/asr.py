@@ -13,11 +13,12 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from deployments.families.client import DeploymentClient, ModelCallTimeoutError
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from deployments.metrics import record_batch
 from infra.audio import Audio
 from infra.settings import load_settings
-from models.types import Transcript
+from models.types import ModelFault, Transcript
 
 Task = Literal["transcribe", "translate"]
 BatchKey = tuple[str | None, bool, float, str | None, Task]
@@ -51,6 +52,7 @@ class TranscriptionCall:
     max_queued_requests=128,
     health_check_period_s=10,
 )
+@answers_faults
 class ASRDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.whisper import Whisper
@@ -200,6 +202,9 @@ class ASRClient(DeploymentClient):
                     return
                 except TimeoutError:
                     raise ModelCallTimeoutError(self.deployment, "transcribe_stream", timeout_s) from None
+                if isinstance(piece, ModelFault):  # the replica's error, as data (faults.py)
+                    ended = True  # the stream has ended on the replica
+                    raise piece.error(self.deployment)
                 yield piece
         finally:
             if not ended:  # timed out, failed, cancelled, or the caller stopped reading

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ray import serve
 
 from deployments.families.client import TextToAudioDeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.music import DelayedCodebookGenerator
 
 
@@ -15,6 +16,7 @@ from deployments.families.music import DelayedCodebookGenerator
     max_queued_requests=32,
     health_check_period_s=10,
 )
+@answers_faults
 class AudioGenDeployment(DelayedCodebookGenerator):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.audiogen import AudioGen

@@ -20,7 +20,7 @@ from typing import Any
 from deployments.families.warmth import Warmth, warmth_of
 from deployments.metrics import timed_model_call
 from infra.settings import load_settings
-from models.types import GeneratedAudio, Sampling
+from models.types import GeneratedAudio, ModelFault, Sampling
 from pipelines.engine.clients import ModelCard, Models
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,9 @@ class DeploymentClient:
     @timed_model_call
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """`handle.method.remote(**kwargs)`, awaited within `model_call_timeout_s`. A call that runs out
-        of time, or whose caller is cancelled (a cancelled job), is cancelled on the replica too. At the
-        edge, a cold deployment is woken and `ModelStartingError` raised instead."""
+        of time, or whose caller is cancelled (a cancelled job), is cancelled on the replica too. A
+        `ModelFault` answer is raised as `ModelInputError` (bad input) or `ModelInternalError`. At
+        the edge, a cold deployment is woken and `ModelStartingError` raised instead."""
         if self._refuse_cold and await warmth_of(self._deployment) is not Warmth.WARM:
             self._wake()
             raise ModelStartingError(self._deployment)
@@ -96,13 +97,16 @@ class DeploymentClient:
         response = getattr(self._handle, method).remote(**kwargs)
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await response
+                result = await response
         except TimeoutError:
             response.cancel()
             raise ModelCallTimeoutError(self._deployment, method, self._timeout_s) from None
         except asyncio.CancelledError:
             response.cancel()
             raise
+        if isinstance(result, ModelFault):  # the deployment's error, as data (deployments/families/faults.py)
+            raise result.error(self._deployment)
+        return result
 
     def _wake(self) -> None:
         """Start the deployment: one queued `info` call makes Serve scale it up from zero (at most one

@@ -8,6 +8,7 @@ import asyncio
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from deployments.families.vad import VADClient
 from infra.audio import Audio
@@ -22,6 +23,7 @@ from infra.dsp.regions import Turn
     max_queued_requests=64,
     health_check_period_s=10,
 )
+@answers_faults
 class DiarizerDeployment(ModelHost):
     def __init__(self, vad: VADClient, model_uri: str = "pkg://resemblyzer", device: str = "auto") -> None:
         from models.speaker import SpeakerEncoder

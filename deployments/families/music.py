@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from deployments.families.client import TextToAudioDeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from deployments.metrics import record_batch
 from infra.audio import Audio
@@ -123,6 +124,7 @@ class DelayedCodebookGenerator(ModelHost):
     max_queued_requests=64,
     health_check_period_s=10,
 )
+@answers_faults
 class MusicGenDeployment(DelayedCodebookGenerator):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.musicgen import MusicGen

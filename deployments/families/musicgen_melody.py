@@ -15,6 +15,7 @@ from typing import Any
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from models.types import GeneratedAudio, Sampling
@@ -27,6 +28,7 @@ from models.types import GeneratedAudio, Sampling
     max_queued_requests=32,
     health_check_period_s=10,
 )
+@answers_faults
 class MusicGenMelodyDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.musicgen_melody import MusicGenMelody

@@ -7,6 +7,7 @@ import asyncio
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from infra.dsp.vocoder import shift_pitch
@@ -20,6 +21,7 @@ from models.types import PITCH_CONFIDENCE_THRESHOLD, PitchContour
     max_queued_requests=128,
     health_check_period_s=10,
 )
+@answers_faults
 class PitchDeployment(ModelHost):
     def __init__(self, model_uri: str = "pkg://swift-f0") -> None:
         from models.pitch import PitchDetector

@@ -9,6 +9,7 @@ from typing import Any
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 
@@ -20,6 +21,7 @@ from infra.audio import Audio
     max_queued_requests=256,
     health_check_period_s=10,
 )
+@answers_faults
 class SeparationDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.demucs import Demucs

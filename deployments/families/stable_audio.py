@@ -9,6 +9,7 @@ from typing import Any
 from ray import serve
 
 from deployments.families.client import TextToAudioDeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from models.types import GeneratedAudio, Sampling
 
@@ -20,6 +21,7 @@ from models.types import GeneratedAudio, Sampling
     max_queued_requests=32,
     health_check_period_s=10,
 )
+@answers_faults
 class StableAudioDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.stable_audio import StableAudio

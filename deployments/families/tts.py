@@ -8,6 +8,7 @@ from typing import Any
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 
@@ -19,6 +20,7 @@ from infra.audio import Audio
     max_queued_requests=512,
     health_check_period_s=10,
 )
+@answers_faults
 class TTSDeployment(ModelHost):
     def __init__(self, model_uri: str = "pkg://hibari-tts") -> None:
         from models.tts import StockTTS

@@ -7,6 +7,7 @@ import asyncio
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from infra.dsp.regions import SpeechRegion
@@ -19,6 +20,7 @@ from infra.dsp.regions import SpeechRegion
     max_queued_requests=128,
     health_check_period_s=10,
 )
+@answers_faults
 class VADDeployment(ModelHost):
     def __init__(self, model_uri: str = "pkg://silero-vad") -> None:
         from models.vad import VoiceActivityDetector

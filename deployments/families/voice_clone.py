@@ -7,6 +7,7 @@ import asyncio
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from models.types import VoiceReference
@@ -19,6 +20,7 @@ from models.types import VoiceReference
     max_queued_requests=128,
     health_check_period_s=10,
 )
+@answers_faults
 class VoiceCloneDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.voice_clone import VoiceCloner

@@ -1,5 +1,12 @@
 """The HTTP app: limits, error handlers and every router, built for one ingress replica's `Services`."""
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from deployments.http import analysis_routes, audio_routes, inputs, jobs, service_routes, svc_voices, voices
@@ -24,9 +31,29 @@ ROUTERS = (
 )
 
 
+def thread_pools(threads: int) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """The app's lifespan: `threads` worker threads for the event loop it runs on (`asyncio.to_thread`:
+    S3 calls, decodes, uploads) and as anyio's limit (the web framework's own sync work: form parsing,
+    spooled files). A Ray replica's loop would otherwise have `ceil(num_cpus) + 4` (5 for the ingress at
+    0.5 CPU), and six slow uploads would queue every other request behind them."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="ingress")
+        asyncio.get_running_loop().set_default_executor(pool)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        try:
+            yield
+        finally:
+            pool.shutdown(wait=False)
+
+    return lifespan
+
+
 def build_http_app(services: Services) -> FastAPI:
     """The FastAPI app over `services` (reached by routes through `Depends(services)`)."""
     app = FastAPI(
+        lifespan=thread_pools(services.settings.ingress_threads),
         # No redirects on the API: `/v1/jobs/%2F` is a 404 like any other bad id, not a 307 to `/v1/jobs`.
         redirect_slashes=False,
         title="soundstage",

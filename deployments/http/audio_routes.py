@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from deployments.http import openai_models
 from deployments.http.analysis_routes import check_model_name, render_transcript, speakers, transcribe
@@ -15,13 +16,14 @@ from deployments.http.errors import ApiError
 from deployments.http.guards import EdgeRoute
 from deployments.http.inputs import FileField, UploadIdField, input_audio
 from deployments.http.openai_models import SPEECH_MODELS
+from deployments.http.quotas import SpeechCharge
 from deployments.http.services import Authorized, CurrentTenant, Services, Svc
 from deployments.http.speech import MEDIA_TYPES, SpeechRequest, encoded_stream, sentences_audio, sse_events
 from deployments.http.transcripts import Granularity, ResponseFormat, text_events, word_logprobs
 from deployments.http.voices import load_reference
 from infra.audio import Audio
 from infra.tenancy import Tenant
-from models.types import Transcript
+from models.types import ModelInputError, Transcript
 from pipelines.engine.clients import ASRClient
 from pipelines.jobs.voice_replace import VOICE_ID
 
@@ -132,17 +134,26 @@ async def create_speech(body: SpeechRequest, svc: Svc, tenant: CurrentTenant) ->
     if body.model not in SPEECH_MODELS:
         message = f"model {body.model!r} is not served; use one of {SPEECH_MODELS}"
         raise ApiError(404, "model_not_found", message, param="model")
-    stream = sentences_audio(await _voice(svc, body, tenant), body.input)
+    speak = await _voice(svc, body, tenant)
+    charge = await SpeechCharge.reserve(svc.quotas, svc.settings, tenant, len(body.input), body.speed)
+    stream = charge.counted(sentences_audio(speak, body.input))
     try:
         first = await anext(stream)  # bad input fails here, before the response starts
-    except (ValueError, StopAsyncIteration) as e:
+    except BaseException as e:
+        await charge.settle()
+        if isinstance(e, ModelInputError):  # the model's clean words (a typed fault, not Ray's text)
+            raise ApiError(422, e.code, e.message, param=e.field or "input") from e
+        if not isinstance(e, ValueError | StopAsyncIteration):
+            raise
         # The model's own words stay in the log: through Ray they carry replica names, pids, paths.
         logger.info("speech refused: %s", type(e).__name__, exc_info=e)
         raise ApiError(422, "invalid_input", "`input` has nothing the voice can speak", param="input") from e
     encoded = encoded_stream(body, first, stream)
+    settle = BackgroundTask(charge.settle)  # after the last byte, or once the client has gone
     if body.stream_format == "sse":
-        return StreamingResponse(sse_events(encoded, len(body.input)), media_type="text/event-stream")
-    return StreamingResponse(encoded, media_type=MEDIA_TYPES[body.response_format])
+        events = sse_events(encoded, len(body.input))
+        return StreamingResponse(events, media_type="text/event-stream", background=settle)
+    return StreamingResponse(encoded, media_type=MEDIA_TYPES[body.response_format], background=settle)
 
 
 async def _voice(svc: Services, body: SpeechRequest, tenant: Tenant) -> Callable[[str], Awaitable[Audio]]:

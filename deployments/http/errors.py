@@ -23,6 +23,7 @@ from infra.audio import AudioError
 from infra.storage import TransientStorageError
 from infra.uploads import UploadNotFoundError
 from infra.voice_store import VoiceNotFoundError
+from models.types import ModelCallError, ModelInputError
 from pipelines.engine.kinds import AdmissionError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ def domain_error(error: Exception) -> ApiError | None:
         return ApiError(404, error.code, str(error))
     if isinstance(error, AudioError):
         return ApiError(_AUDIO_STATUS.get(type(error), 422), error.code, str(error))
+    if isinstance(error, ModelInputError):  # the model's own words about its input (no Ray text)
+        return ApiError(422, error.code, error.message, param=error.field)
+    if isinstance(error, ModelCallError):  # the model failed: generic, the details are in its log
+        return ApiError(500, error.code, error.message)
     return None
 
 
@@ -122,7 +127,8 @@ def install_error_handlers(app: FastAPI) -> None:
             param=mapped.param,
         )
 
-    for error_type in (ApiError, AdmissionError, UploadNotFoundError, VoiceNotFoundError, AudioError):
+    client_errors = (ApiError, AdmissionError, UploadNotFoundError, VoiceNotFoundError, AudioError)
+    for error_type in (*client_errors, ModelCallError):
         app.add_exception_handler(error_type, _client_error)
 
     @app.exception_handler(RequestValidationError)

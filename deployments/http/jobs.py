@@ -60,6 +60,10 @@ async def submit(
     upload_id = getattr(body, "upload_id", None)
     if isinstance(upload_id, str) and not tenant.admin:
         await asyncio.to_thread(upload_info, svc.storage, upload_id, tenant.id)
+    if key is not None:  # a resubmission gets its job back whatever the quotas and admission say now
+        existing = await asyncio.to_thread(svc.jobs.find_idempotent, kind.name, key, tenant.id)
+        if existing is not None:
+            return _resubmitted(svc, existing, body, request)
     admitted = await kind.admit(body, svc.admission_for(tenant))
     payload = admitted.model_dump(mode="json")
     quota = await JobQuota.reserve(svc.quotas, svc.settings, tenant, admitted, svc.jobs.clock())
@@ -78,6 +82,20 @@ async def submit(
         svc.dispatch(record.id)
     view = job_view(record, svc.storage, str(request.base_url))
     return JSONResponse(status_code=202 if created else 200, content=view.model_dump(mode="json"))
+
+
+def _resubmitted(svc: Services, record: JobRecord, body: BaseModel, request: Request) -> JSONResponse:
+    """200 with the job an earlier request with the same idempotency key made, if this request asks
+    for the same thing: every field the client gave equals the stored one (fields it left out, such as
+    a seed that admission fixed, are the stored job's). 409 `idempotency_conflict` otherwise."""
+    given = body.model_dump(mode="json", include=body.model_fields_set)
+    if any(record.request.get(name) != value for name, value in given.items()):
+        message = f"Idempotency-Key already used for job {record.id} with a different request"
+        raise ApiError(409, "idempotency_conflict", message)
+    if record.status is JobStatus.QUEUED:  # re-sent to a runner, in case the first dispatch was lost
+        svc.dispatch(record.id)
+    view = job_view(record, svc.storage, str(request.base_url))
+    return JSONResponse(status_code=200, content=view.model_dump(mode="json"))
 
 
 def _json_route(kind: JobKind[Any]) -> Any:

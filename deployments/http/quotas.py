@@ -4,20 +4,23 @@ jobs, generated + processed audio-seconds per day. Over a limit: 429 `quota_exce
 
 `RequestRate` is ASGI middleware after the key check, so a tenant over its rate is refused before its
 body is read. Jobs reserve a concurrency slot and charge their audio-seconds before the record is
-created (`JobQuota`); synchronous routes charge the audio they process (`charge_processed`). The open API
-(no keys configured) has no tenants and no quotas.
+created (`JobQuota`); synchronous routes charge the audio they process (`charge_processed`); speech
+reserves an estimate of the audio it will generate and settles on what it generated (`SpeechCharge`).
+The open API (no keys configured) has no tenants and no quotas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from deployments.http.errors import ApiError, ASGIApp, Receive, Scope, Send, error_response
+from infra.audio import Audio
 from infra.jobs import new_job_id
 from infra.quotas import QuotaExceededError, QuotaStore
 from infra.settings import Settings
@@ -146,3 +149,55 @@ async def charge_processed(quotas: QuotaStore, settings: Settings, tenant: Tenan
         await asyncio.to_thread(quotas.charge_audio, tenant.id, seconds, per_day)
     except QuotaExceededError as e:
         raise quota_error(e) from e
+
+
+# Speech runs ~15 characters a second at speed 1 (English, the stock voices); the reservation is settled
+# on the audio really generated, so the estimate only decides whether a request near the limit starts.
+SPEECH_CHARS_PER_S = 15.0
+
+
+@dataclass
+class SpeechCharge:
+    """The audio-seconds one speech request is charged: an estimate reserved before any synthesis (429
+    when it does not fit today's quota), then the seconds really generated, counted as the sentences
+    stream (`counted`) and settled once the response is over (`settle`: the difference charged or
+    refunded). A stream a server fault cut short keeps what was reserved."""
+
+    quotas: QuotaStore
+    tenant: str | None
+    reserved: float = 0.0
+    generated: float = 0.0
+    settled: bool = False
+
+    @classmethod
+    async def reserve(
+        cls, quotas: QuotaStore, settings: Settings, tenant: Tenant, characters: int, speed: float
+    ) -> SpeechCharge:
+        charge = cls(quotas, tenant.id)
+        if tenant.id is None:
+            return charge
+        per_day = settings.quota_for(tenant.id).audio_seconds_per_day
+        estimate = round(characters / (SPEECH_CHARS_PER_S * speed), 3)
+        try:
+            await asyncio.to_thread(quotas.charge_audio, tenant.id, estimate, per_day)
+        except QuotaExceededError as e:
+            raise quota_error(e) from e
+        charge.reserved = estimate
+        return charge
+
+    async def counted(self, stream: AsyncIterator[Audio]) -> AsyncIterator[Audio]:
+        """`stream`, adding each sentence's duration to what is charged."""
+        async for audio in stream:
+            self.generated += audio.duration_s
+            yield audio
+
+    async def settle(self) -> None:
+        """Charge the generated seconds instead of the estimate (never refused: the audio was made)."""
+        if self.tenant is None or self.settled:
+            return
+        self.settled = True
+        difference = round(self.generated - self.reserved, 6)
+        if difference > 0:
+            await asyncio.to_thread(self.quotas.charge_audio, self.tenant, difference, None)
+        elif difference < 0:
+            await asyncio.to_thread(self.quotas.refund_audio, self.tenant, -difference)

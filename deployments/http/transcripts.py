@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from models.types import Segment, Transcript
+from models.types import ModelInputError, Segment, Transcript
+
+logger = logging.getLogger(__name__)
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = ("json", "text", "srt", "vtt", "verbose_json")
@@ -111,19 +114,33 @@ def word_logprobs(transcript: Transcript) -> list[dict[str, Any]]:
 async def text_events(pieces: AsyncIterator[Transcript]) -> AsyncIterator[bytes]:
     """OpenAI's transcription stream (Server-Sent Events) over transcript pieces as they are decoded (the
     ASR's `transcribe_stream`): a `transcript.text.delta` per segment, each sent before the next piece is
-    asked for, then `transcript.text.done` with the whole text and the decoder's token count as usage."""
+    asked for, then `transcript.text.done` with the whole text and the decoder's token count as usage.
+    A failure after the response has started ends it with an `error` event (`{"type": "error",
+    "error": {code, message}}`) instead of `transcript.text.done`."""
     texts: list[str] = []
     tokens = 0
-    async for piece in pieces:
-        for segment in piece.segments:
-            tokens += len(segment.tokens)
-            if segment.text:  # deltas join as `Transcript.text` does: one space between segments
-                yield _event(
-                    {"type": "transcript.text.delta", "delta": f" {segment.text}" if texts else segment.text}
-                )
-                texts.append(segment.text)
+    try:
+        async for piece in pieces:
+            for segment in piece.segments:
+                tokens += len(segment.tokens)
+                if segment.text:  # deltas join as `Transcript.text` does: one space between segments
+                    delta = f" {segment.text}" if texts else segment.text
+                    yield _event({"type": "transcript.text.delta", "delta": delta})
+                    texts.append(segment.text)
+    except Exception as e:  # after the 200 has started: an `error` event ends the stream, never a silent cut
+        yield _event({"type": "error", "error": _stream_error(e)})
+        return
     usage = {"type": "tokens", "input_tokens": 0, "output_tokens": tokens, "total_tokens": tokens}
     yield _event({"type": "transcript.text.done", "text": " ".join(texts), "usage": usage})
+
+
+def _stream_error(error: Exception) -> dict[str, str]:
+    """The error event's body: a model's clean words for a typed input fault, else a generic message (the
+    exception's own text, through Ray, names replicas, pids and paths: it stays in the log)."""
+    if isinstance(error, ModelInputError):
+        return {"code": error.code, "message": error.message}
+    logger.warning("transcription stream failed mid-way: %s", type(error).__name__, exc_info=error)
+    return {"code": "stream_failed", "message": "transcription failed part-way; retry the request"}
 
 
 def _event(body: dict[str, Any]) -> bytes:

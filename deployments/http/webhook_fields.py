@@ -47,7 +47,9 @@ def split_request(body: BaseModel, request: type[BaseModel]) -> tuple[BaseModel,
     """The kind's own request (without the webhook fields), the webhook URL and its events."""
     if type(body) is request:
         return body, None, None
-    own = request.model_validate({name: getattr(body, name) for name in request.model_fields})
+    # Only what the client sent, as sent: an idempotent resubmission compares those fields.
+    sent = [name for name in request.model_fields if name in body.model_fields_set]
+    own = request.model_validate({name: getattr(body, name) for name in sent})
     return own, getattr(body, "webhook_url", None), getattr(body, "webhook_events", None)
 
 

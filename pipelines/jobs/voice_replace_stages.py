@@ -19,7 +19,9 @@ from infra.dsp.remix import match_layout, remix
 from infra.dsp.segments import DEFAULT_OVERLAP_S, DEFAULT_SEGMENT_S
 from infra.dsp.stems import two_stems
 from infra.dsp.time_fit import fit_line
+from infra.settings import load_settings
 from infra.storage import Storage
+from infra.tenancy import voice_scope
 from infra.uploads import load_upload
 from infra.voice_store import load_voice
 from models.types import Segment as TranscriptSegment
@@ -231,7 +233,7 @@ async def synthesize_stage(ctx: Ctx) -> StageResult:
     lines, target = ctx.output(Transcribed).lines, ctx.output(Diarized).target
     decoded = ctx.output(Decoded)
     targets = [i for i, line in enumerate(lines) if line.speaker == target]
-    speak = await _speaker(ctx)
+    speak = await speaker(ctx)
     clips: list[Audio] = await ctx.map(lambda i: speak(lines[i].text), targets)
     slots = [(lines[i], room_after(lines, i, decoded.duration_s)) for i in targets]
     objects, report = await asyncio.to_thread(_fit_lines, clips, slots, decoded.sample_rate)
@@ -254,20 +256,24 @@ def _fit_lines(
     return objects, report
 
 
-async def _speaker(ctx: Ctx) -> Callable[[str], Awaitable[Audio]]:
-    """How to speak a line in the requested voice."""
+async def speaker(ctx: Ctx) -> Callable[[str], Awaitable[Audio]]:
+    """How to speak a line in the requested voice. A voice_id is looked up again now, as the job's
+    tenant: a voice deleted since admission, or one of another tenant's (a record naming it), fails the
+    stage with `voice_not_found` and is never used."""
     voice = ctx.request.voice
     if is_voice_id(voice):
-        reference = await asyncio.to_thread(load_voice_reference, ctx.storage, voice)
+        reference = await asyncio.to_thread(load_voice_reference, ctx.storage, voice, ctx.job.owner)
         clone = ctx.models.voice_clone
         return lambda text: clone.synthesize(text=text, reference=reference)
     tts = ctx.models.tts
     return lambda text: tts.synthesize(text=text, voice=voice)
 
 
-def load_voice_reference(storage: Storage, voice_id: str) -> VoiceReference:
-    """A registered voice's reference clip and transcript (`VoiceNotFoundError` if it was deleted)."""
-    audio, transcript = load_voice(storage, voice_id)
+def load_voice_reference(storage: Storage, voice_id: str, job_owner: str | None) -> VoiceReference:
+    """A registered voice's reference clip and transcript, if the job's owner may use it
+    (`VoiceNotFoundError`, code `voice_not_found`, if not, or if it was deleted). An admin key's job
+    and a job of the open API (no owner) may use any voice, as at admission."""
+    audio, transcript = load_voice(storage, voice_id, voice_scope(job_owner, load_settings()))
     return VoiceReference(audio=audio, transcript=transcript)
 
 

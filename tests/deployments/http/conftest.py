@@ -73,6 +73,18 @@ class FakeTTS:
         return Audio(np.full((1, 800), 0.1, dtype=np.float32), 8000)
 
 
+class ASRDouble:
+    """What every `ASRClient` double has: the deployment's name and a debug card; subclasses add
+    `transcribe`."""
+
+    deployment = "ASR"
+
+    async def info(self) -> ModelCard:
+        return ModelCard(
+            deployment="ASR", model=ModelInfo("fake/asr", "r1", "debug-random"), sample_rate=16000
+        )
+
+
 def tone_wav(seconds: float = 1.0, rate: int = 8000) -> bytes:
     t = np.arange(int(seconds * rate)) / rate
     return encode(Audio((0.5 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32), rate), "wav")

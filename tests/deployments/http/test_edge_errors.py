@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from models.types import ModelInfo
-from pipelines.engine.clients import ModelCard
-from tests.deployments.http.conftest import EdgeFactory, FakeTTS, tone_wav
+from models.types import INTERNAL_FAULT_MESSAGE, ModelInputError, ModelInternalError
+from tests.deployments.http.conftest import ASRDouble, EdgeFactory, FakeTTS, tone_wav
 
 RAY_TEXT = (
     "\x1b[36mray::ServeReplica:soundstage:TTS.handle_request()\x1b[39m (pid=4242, ip=10.0.3.7, "
@@ -44,14 +43,7 @@ class LeakyTTS(FakeTTS):
         raise self.error
 
 
-class LeakyASR:
-    deployment = "ASR"
-
-    async def info(self) -> ModelCard:
-        return ModelCard(
-            deployment="ASR", model=ModelInfo("fake/asr", "r1", "debug-random"), sample_rate=16000
-        )
-
+class LeakyASR(ASRDouble):
     async def transcribe(
         self,
         *,
@@ -142,3 +134,19 @@ def test_thousand_sentence_speech_is_complete(edge: EdgeFactory, fmt: str) -> No
     samples = 240 if fmt == "pcm" else 80  # OpenAI's `pcm` is 24 kHz: 80 samples at 8 kHz are 240
     assert len(r.content) == header + 1000 * samples * 2  # every sentence, 16-bit samples
     assert tts.peak <= 8
+
+
+def test_typed_model_faults_map_to_4xx_words_and_a_generic_500(edge: EdgeFactory) -> None:
+    """What the typed clients raise for a deployment's `ModelFault` (tests/deployments/test_model_faults.py
+    checks the clients on the stack): bad input → 422 (400 on OpenAI's routes) with the model's words and
+    the field at fault; a model failure → 500 with the generic message."""
+    refused = ModelInputError("TTS", "invalid_input", "text 0 has nothing to pronounce", "text")
+    speech = {"model": "tts-1", "input": "Hello there.", "voice": "alloy"}
+    r = edge(tts=LeakyTTS(refused)).post("/v1/audio/speech", json=speech)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "text 0 has nothing to pronounce"
+    assert r.json()["error"]["code"] == "invalid_input" and r.json()["error"]["param"] == "text"
+    failed = ModelInternalError("TTS", "model_error", INTERNAL_FAULT_MESSAGE)
+    r = edge(tts=LeakyTTS(failed)).post("/v1/audio/speech", json=speech)
+    assert r.status_code == 500 and r.json()["error"]["message"] == INTERNAL_FAULT_MESSAGE
+    assert r.json()["error"]["code"] == "model_error"
+    assert_clean(422, r.text)

@@ -21,7 +21,7 @@ from infra.audio import Audio
 from infra.settings import OPENAI_VOICE_NAMES, Settings
 from models.types import ModelInfo, Segment, Transcript, Word
 from pipelines.engine.clients import ModelCard
-from tests.deployments.http.conftest import KEYS, EdgeFactory, keyed, tone_wav
+from tests.deployments.http.conftest import KEYS, ASRDouble, EdgeFactory, keyed, tone_wav
 
 RATE = 8000  # the doubles' TTS rate, so `pcm` has to be resampled to 24 kHz
 
@@ -55,18 +55,11 @@ SEGMENTS = (
 )  # fmt: skip
 
 
-class RecordingASR:
+class RecordingASR(ASRDouble):
     """Double of `ASRClient`: records its options, answers a fixed two-segment transcript."""
-
-    deployment = "ASR"
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
-
-    async def info(self) -> ModelCard:
-        return ModelCard(
-            deployment="ASR", model=ModelInfo("fake/asr", "r1", "debug-random"), sample_rate=16000
-        )
 
     async def transcribe(
         self,

@@ -4,6 +4,8 @@ over a limit → 429 `quota_exceeded` with `Retry-After` and a message naming th
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,9 +27,18 @@ Replicas = Callable[..., tuple[TestClient, TestClient, Clock]]
 
 
 @pytest.fixture
-def replicas(settings: Settings, storage: Storage) -> Iterator[Replicas]:
+def own(settings: Settings) -> Storage:
+    """A bucket of this test's own: a tenant's concurrency slots outlive the test that held them."""
+    store = Storage(settings.model_copy(update={"s3_bucket": f"quotas-{uuid.uuid4().hex[:8]}"}))
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture
+def replicas(own: Storage) -> Iterator[Replicas]:
     """Two apps over one store (two ingress replicas), on one movable clock starting at `start`."""
     opened: list[TestClient] = []
+    settings, storage = own.settings, own
 
     def make(
         quotas: dict[str, QuotaLimits], start: float, **clients: object
@@ -130,3 +141,57 @@ def test_synchronous_routes_charge_the_audio_they_process(replicas: Replicas) ->
     assert vad(one, 1.5).status_code == 200
     refused(vad(two, 1.0), "audio_seconds_per_day")  # 2.5 s > 2.0 s
     assert vad(two, 0.5).status_code == 200  # exactly 2.0 s
+
+
+def test_an_idempotent_resubmission_gets_its_job_whatever_the_limits(replicas: Replicas) -> None:
+    limits = QuotaLimits(concurrent_jobs=1, audio_seconds_per_day=1.0, requests_per_minute=None)
+    one, two, _ = replicas({"alice": limits}, 1_800_200_000.0)
+    first = separate(one, "alice", key="again")
+    assert first.status_code == 202, first.text
+    refused(separate(one, "alice", seconds=0.5), "concurrent_jobs")  # alice is at both limits now
+    again = separate(two, "alice", key="again")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    conflict = separate(two, "alice", seconds=0.5, key="again")  # the same key for another input
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_conflict"
+    assert separate(one, "bob", key="again").json()["id"] != first.json()["id"]  # keys are per tenant
+
+
+def test_a_seedless_resubmission_is_the_same_job(replicas: Replicas) -> None:
+    """Admission fixes a missing seed; the same request again (still without one) is the same job."""
+    one, two, _ = replicas({}, 1_800_300_000.0)
+    body = {"prompt": "a calm loop", "duration_s": 1.0}
+    headers = bearer("alice") | {"Idempotency-Key": "seedless"}
+    first = one.post("/v1/jobs/music", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    again = two.post("/v1/jobs/music", json=body, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    reseeded = {**body, "seed": first.json()["request"]["seed"] + 1}
+    other = two.post("/v1/jobs/music", json=reseeded, headers=headers)
+    assert other.status_code == 409
+
+
+def test_speech_is_charged_the_audio_it_generates(replicas: Replicas, own: Storage) -> None:
+    """Plain and SSE speech count the seconds they generated (FakeTTS: 0.1 s a sentence) against the
+    day's audio-seconds; a request whose estimate no longer fits is refused before any synthesis."""
+    start = 20_900 * 86_400.0 + 7200
+    one, two, _ = replicas({"alice": QuotaLimits(audio_seconds_per_day=10.0)}, start)
+    key = f"quotas/alice/audio/{int(start // 86_400)}"
+    speech = {"model": "tts-1", "voice": "alloy", "response_format": "wav"}
+    plain = one.post(
+        "/v1/audio/speech", json=speech | {"input": "Hello there. How are you?"}, headers=bearer("alice")
+    )
+    assert plain.status_code == 200, plain.text
+    assert json.loads(own.get_bytes(key)) == pytest.approx(0.2)  # two sentences, estimate settled
+    sse = two.post(
+        "/v1/audio/speech", json=speech | {"input": "Hi.", "stream_format": "sse"}, headers=bearer("alice")
+    )
+    assert sse.status_code == 200 and "speech.audio.done" in sse.text
+    assert json.loads(own.get_bytes(key)) == pytest.approx(0.3)
+    QuotaStore(own, clock=lambda: start).charge_audio("alice", 9.65, None)  # 9.95 s used
+    over = one.post("/v1/audio/speech", json=speech | {"input": "Hello there."}, headers=bearer("alice"))
+    assert refused(over, "audio_seconds_per_day") == 22 * 3600
+    assert json.loads(own.get_bytes(key)) == pytest.approx(9.95)  # a refusal charges nothing
+    assert (
+        one.post("/v1/audio/speech", json=speech | {"input": "Hello."}, headers=bearer("bob")).status_code
+        == 200
+    )
