@@ -11,6 +11,7 @@ from typing import Any
 from ray import serve
 
 from deployments.families.client import DeploymentClient
+from deployments.families.faults import answers_faults
 from deployments.families.model_host import ModelHost
 from infra.audio import Audio
 from infra.model_store import resolve_model_uri
@@ -27,6 +28,7 @@ MAX_VOICES = 8  # voice models kept per replica (a v2 40 kHz voice is ~55 MB of 
     max_queued_requests=256,
     health_check_period_s=10,
 )
+@answers_faults
 class SVCDeployment(ModelHost):
     def __init__(self, model_uri: str, device: str = "auto") -> None:
         from models.svc import SingingVoiceConverter

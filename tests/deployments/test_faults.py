@@ -76,3 +76,30 @@ def test_a_streaming_method_stays_a_stream_and_its_fault_is_the_last_piece() -> 
     assert asyncio.run(pieces(False)) == [1, 2]
     *head, last = asyncio.run(pieces(True))
     assert head == [1] and isinstance(last, ModelFault) and last.internal
+
+
+def test_every_family_deployment_answers_faults() -> None:
+    """A family added without `@answers_faults` would send Ray's wrapped exception text to its callers."""
+    import importlib
+    import pkgutil
+
+    from ray import serve
+
+    import deployments.families as families
+    from deployments.families.faults import _NOT_WRAPPED  # Serve's own hooks
+
+    checked = []
+    for info in pkgutil.iter_modules(families.__path__):
+        module = importlib.import_module(f"deployments.families.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, serve.Deployment) and value.func_or_class.__module__ == module.__name__:
+                cls = value.func_or_class
+                public = [n for n in vars(cls) if not n.startswith("_") and callable(getattr(cls, n))]
+                unwrapped = [
+                    n
+                    for n in public
+                    if n not in _NOT_WRAPPED and not getattr(getattr(cls, n), "_answers_faults", False)
+                ]
+                assert not unwrapped, f"{value.name}: {unwrapped} not under @answers_faults"
+                checked.append(value.name)
+    assert {"SVC", "ASR", "TTS", "MusicGen"} <= set(checked), checked
