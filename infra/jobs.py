@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from infra import metrics
@@ -207,45 +208,57 @@ class JobStore:
         scan_limit: int = 2000,
         owner: str | None = None,
     ) -> list[JobRecord]:
-        """Newest first; `after` is the last id of the previous page. With `owner`, only that tenant's
-        jobs. With `status`, the status index is paged (about `limit` record reads a page, however old
-        the matches are); without, at most `scan_limit` records are read."""
-        if status is not None:
-            return self._list_by_status(status, limit, after, owner)
+        """Newest first; `after` is the last id of the previous page. With `status` or `owner` (a
+        tenant's jobs), the status indexes are paged (about `limit` record reads a page, however old the
+        matches are); with neither, the records themselves, at most `scan_limit` of them."""
+        if status is not None or owner is not None:
+            return self._list_indexed([status] if status else list(JobStatus), limit, after, owner)
         found: list[JobRecord] = []
         start = f"jobs/{check_id(after)}/~" if after else None
         for scanned, prefix in enumerate(self.storage.list_prefixes("jobs/", start_after=start)):
             if scanned >= scan_limit or len(found) >= limit:
                 break
-            try:
-                record = self.get(prefix.split("/")[1])
-            except JobNotFoundError:
-                continue
-            if (status is None or record.status is status) and (owner is None or record.owner == owner):
+            with contextlib.suppress(JobNotFoundError):
+                found.append(self.get(prefix.split("/")[1]))
+        return found
+
+    def _list_indexed(
+        self, statuses: list[JobStatus], limit: int, after: str | None, owner: str | None
+    ) -> list[JobRecord]:
+        """Page the index markers of `statuses` (the owner's own when `owner` is given), merged newest
+        first (ids sort that way); a job is listed under the one status its record has."""
+        streams = [self._markers(status, after, owner) for status in statuses]
+        found: list[JobRecord] = []
+        for job_id, status, key in heapq.merge(*streams):
+            if len(found) >= limit:
+                break
+            record = self._indexed_record(job_id, status, key)
+            if record is not None and (owner is None or record.owner == owner):
                 found.append(record)
         return found
 
-    def _list_by_status(
-        self, status: JobStatus, limit: int, after: str | None, owner: str | None
-    ) -> list[JobRecord]:
+    def _markers(
+        self, status: JobStatus, after: str | None, owner: str | None
+    ) -> Iterator[tuple[str, JobStatus, str]]:
         prefix = _status_prefix(status, owner)
         start = prefix + check_id(after) if after else None
-        found: list[JobRecord] = []
         for key in self.storage.list_keys(prefix, start_after=start):
-            if len(found) >= limit:
-                break
-            job_id = key.rsplit("/", 1)[1]
-            try:
-                record = self.get(job_id)
-            except JobNotFoundError:
-                if self.clock() - job_created_at(job_id) > _STALE_MARKER_S:
-                    self._s3(lambda: self.storage.delete(key))  # noqa: B023
-                continue
-            if record.status is status and (owner is None or record.owner == owner):
-                found.append(record)
-            elif record.status.finished:  # a leftover marker: a finished job never changes status again
-                self._s3(lambda: self.storage.delete(key))  # noqa: B023
-        return found
+            yield key.rsplit("/", 1)[1], status, key
+
+    def _indexed_record(self, job_id: str, status: JobStatus, key: str) -> JobRecord | None:
+        """The record a `status` marker names, if it has that status; a marker left over by a status
+        change is skipped (and deleted once the job has finished, or its record long gone)."""
+        try:
+            record = self.get(job_id)
+        except JobNotFoundError:
+            if self.clock() - job_created_at(job_id) > _STALE_MARKER_S:
+                self._s3(lambda: self.storage.delete(key))
+            return None
+        if record.status is status:
+            return record
+        if record.status.finished:  # a finished job never changes status again
+            self._s3(lambda: self.storage.delete(key))
+        return None
 
     def _mark(self, keys: list[str]) -> None:
         for key in keys:

@@ -75,6 +75,28 @@ def test_a_tenant_lists_only_its_own_jobs_by_status(jobs: JobStore) -> None:
     assert {r.id for r in jobs.list_records(status=JobStatus.CANCELLED)} == {mine[0], theirs[0]}
 
 
+def test_a_tenants_listing_pages_its_own_jobs_across_statuses(jobs: JobStore) -> None:
+    """Without a status filter a tenant's listing merges its own status indexes, newest first: its old
+    jobs are found behind any number of other tenants' newer ones (before, the newest `scan_limit`
+    records were read and everything older was silently left out)."""
+    mine = [jobs.create("test", {"n": i}, owner="key-a")[0].id for i in range(3)]
+    for i in range(JOBS):
+        jobs.create("test", {"n": i}, owner="key-b")
+    finish(jobs, mine[0], JobStatus.FAILED)
+    claimed = jobs.claim(mine[1], "test-runner", lease_s=60)
+    assert claimed is not None  # running
+    storage = jobs.storage
+    assert isinstance(storage, CountingStorage)
+    storage.record_reads = 0
+    first = jobs.list_records(owner="key-a", limit=2, scan_limit=50)
+    assert [r.id for r in first] == [mine[2], mine[1]]
+    assert [r.status for r in first] == [JobStatus.QUEUED, JobStatus.RUNNING]
+    second = jobs.list_records(owner="key-a", limit=2, after=first[-1].id, scan_limit=50)
+    assert [r.id for r in second] == [mine[0]]
+    assert storage.record_reads <= 4, f"{storage.record_reads} record reads for three jobs"
+    assert len(jobs.list_records(owner="key-b", limit=100)) == JOBS
+
+
 def test_a_leftover_marker_is_skipped_and_cleaned(jobs: JobStore) -> None:
     """A status change that died between its new marker and its record (or lost a race) leaves a marker
     for a status the job does not have: never listed, and deleted once the job has finished."""
