@@ -228,12 +228,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class Transcript:
-    """`language` is an ISO 639-1 code; an English-only model reports `en` with probability 1.0."""
+    """`language` is an ISO 639-1 code; an English-only model reports `en` with probability 1.0.
+    `language_name`: the model's own English name for it (`german`, as OpenAI's API writes it), or ""."""
 
     language: str
     language_probability: float
     duration_s: float
     segments: tuple[Segment, ...]
+    language_name: str = ""
 
     @property
     def text(self) -> str:

@@ -36,6 +36,13 @@ _FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's own 
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
+def language_name(code: str) -> str:
+    """Whisper's English name of language `code` (`de` → `german`), "" for a code it does not list."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return str(LANGUAGES.get(code, ""))
+
+
 @dataclass(frozen=True)
 class TranscriptStream:
     """A transcription under way: what is known before decoding (the language and its probability, the
@@ -45,6 +52,10 @@ class TranscriptStream:
     language_probability: float
     duration_s: float
     segments: Iterator[Segment]
+
+    @property
+    def language_name(self) -> str:
+        return language_name(self.language)
 
 
 class Whisper:
@@ -129,7 +140,9 @@ class Whisper:
             task=task,
         )
         segments = tuple(stream.segments)
-        return Transcript(stream.language, stream.language_probability, stream.duration_s, segments)
+        return Transcript(
+            stream.language, stream.language_probability, stream.duration_s, segments, stream.language_name
+        )
 
     def stream(
         self,
@@ -197,7 +210,8 @@ class Whisper:
                 [prepared[i] for i in group], lang, word_timestamps, options, batch_size
             )
             for i, segments in zip(group, batched, strict=True):
-                results[i] = Transcript(lang, detected[i][1], prepared[i].size / SAMPLE_RATE, segments)
+                duration_s = prepared[i].size / SAMPLE_RATE
+                results[i] = Transcript(lang, detected[i][1], duration_s, segments, language_name(lang))
         return [r for r in results if r is not None]
 
     def _transcribe_joined(

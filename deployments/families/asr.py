@@ -113,7 +113,9 @@ class ASRDeployment(ModelHost):
             prompt=prompt,
             task=task,
         )
-        head = Transcript(stream.language, stream.language_probability, stream.duration_s, ())
+        head = Transcript(
+            stream.language, stream.language_probability, stream.duration_s, (), stream.language_name
+        )
         yield head
         while (segment := await asyncio.to_thread(next, stream.segments, None)) is not None:
             yield replace(head, segments=(segment,))

