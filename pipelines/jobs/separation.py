@@ -50,9 +50,10 @@ class Separated(StageOutput):
 
 
 async def admit_upload(admission: Admission, upload_id: str) -> UploadInfo:
-    """The upload's description; `AdmissionError` 404 `upload_not_found` if there is none."""
+    """The upload's description; `AdmissionError` 404 `upload_not_found` if there is none, or if it is
+    another tenant's than the job's (`admission.owner`)."""
     try:
-        return await asyncio.to_thread(upload_info, admission.storage, upload_id)
+        return await asyncio.to_thread(upload_info, admission.storage, upload_id, admission.owner)
     except UploadNotFoundError as e:
         raise AdmissionError(e.code, str(e), status=404) from e
 

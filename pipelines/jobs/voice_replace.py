@@ -101,7 +101,7 @@ async def _check_voice(voice: str, admission: Admission) -> None:
 
 def _load_upload(admission: Admission, upload_id: str) -> Audio:
     try:
-        upload_info(admission.storage, upload_id)
+        upload_info(admission.storage, upload_id, admission.owner)
         return load_upload(admission.storage, upload_id, admission.settings)
     except UploadNotFoundError as e:
         raise AdmissionError(code="upload_not_found", message=str(e), status=404) from e

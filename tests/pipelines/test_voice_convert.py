@@ -90,8 +90,8 @@ def instrumental(seconds: float) -> Audio:
     return Audio(noise.astype(np.float32), RATE)
 
 
-def upload(storage: Storage, settings: Settings, audio: Audio) -> str:
-    return store_upload(storage, encode(audio, "wav", bits=16), "in.wav", settings).upload_id
+def upload(storage: Storage, settings: Settings, audio: Audio, owner: str | None = None) -> str:
+    return store_upload(storage, encode(audio, "wav", bits=16), "in.wav", settings, owner).upload_id
 
 
 def admitted(
@@ -203,7 +203,7 @@ def test_profiles_set_the_output_format_and_the_fan_out(
 
 def test_admission_resolves_a_registered_voice_model_per_tenant(own: tuple[Storage, Settings]) -> None:
     storage, settings = own
-    song_id = upload(storage, settings, song(1.0))
+    song_id = upload(storage, settings, song(1.0), owner="tenant-a")
     voice = save_svc_voice(storage, "alto", "s3://models/alto", "uri", owner="tenant-a")
     request = admitted(
         storage,
@@ -215,7 +215,8 @@ def test_admission_resolves_a_registered_voice_model_per_tenant(own: tuple[Stora
     )
     assert request.voice_uri == "s3://models/alto" and request.seed is not None  # never the caller's URI
     with pytest.raises(AdmissionError) as other:
-        admitted(storage, settings, "tenant-b", upload_id=song_id, voice_model=voice.voice_model_id)
+        their_song = upload(storage, settings, song(1.0), owner="tenant-b")
+        admitted(storage, settings, "tenant-b", upload_id=their_song, voice_model=voice.voice_model_id)
     assert (other.value.status, other.value.code) == (404, "voice_model_not_found")
 
 
