@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from infra import metrics
 from infra.job_records import (
     IdempotencyConflictError,
@@ -218,9 +220,21 @@ class JobStore:
         for scanned, prefix in enumerate(self.storage.list_prefixes("jobs/", start_after=start)):
             if scanned >= scan_limit or len(found) >= limit:
                 break
-            with contextlib.suppress(JobNotFoundError):
-                found.append(self.get(prefix.split("/")[1]))
+            record = self._listable(prefix.split("/")[1])
+            if record is not None:
+                found.append(record)
         return found
+
+    def _listable(self, job_id: str) -> JobRecord | None:
+        """The record, or None if it is gone or cannot be read as one (logged: one bad record never
+        fails a listing)."""
+        try:
+            return self.get(job_id)
+        except JobNotFoundError:
+            return None
+        except ValidationError:
+            logger.warning("job %s: its record is not a job record; left out of the listing", job_id)
+            return None
 
     def _list_indexed(
         self, statuses: list[JobStatus], limit: int, after: str | None, owner: str | None
@@ -248,10 +262,11 @@ class JobStore:
     def _indexed_record(self, job_id: str, status: JobStatus, key: str) -> JobRecord | None:
         """The record a `status` marker names, if it has that status; a marker left over by a status
         change is skipped (and deleted once the job has finished, or its record long gone)."""
-        try:
-            record = self.get(job_id)
-        except JobNotFoundError:
-            if self.clock() - job_created_at(job_id) > _STALE_MARKER_S:
+        record = self._listable(job_id)
+        if record is None:
+            if self.clock() - job_created_at(job_id) > _STALE_MARKER_S and not self.storage.exists(
+                job_key(job_id)
+            ):
                 self._s3(lambda: self.storage.delete(key))
             return None
         if record.status is status:

@@ -109,3 +109,15 @@ def test_a_leftover_marker_is_skipped_and_cleaned(jobs: JobStore) -> None:
     assert list(jobs.storage.list_keys("index/status/running/")) == []
     assert list(jobs.storage.list_keys("index/status/queued/")) == []
     assert [r.id for r in jobs.list_records(status=JobStatus.CANCELLED)] == [record.id]
+
+
+def test_an_unreadable_record_is_left_out_not_fatal(jobs: JobStore) -> None:
+    """A `job.json` that is not a job record (a broken write, a stray object) is skipped by every
+    listing; before, the unfiltered listing raised and `GET /v1/jobs` answered 500."""
+    good = jobs.create("test", {"n": 1}, owner="key-a")[0].id
+    bad = jobs.create("test", {"n": 2}, owner="key-a")[0].id
+    record_key = f"jobs/{bad}/job.json"
+    jobs.storage.replace(record_key, b"v2", jobs.storage.get(record_key).etag)
+    assert [r.id for r in jobs.list_records()] == [good]
+    assert [r.id for r in jobs.list_records(owner="key-a")] == [good]
+    assert [r.id for r in jobs.list_records(status=JobStatus.QUEUED)] == [good]
