@@ -78,10 +78,12 @@ class _HealthWatch:
             self._poll()
 
     def _poll(self) -> None:
-        from ray import serve
+        from deployments.families.warmth import (
+            serve_status,
+        )  # one status call at a time (Ray's is not thread-safe)
 
         try:
-            applications = serve.status().applications
+            applications = serve_status().applications
         except Exception:  # Serve's controller not up yet (or going away): sample again later
             return
         now = time.monotonic() - self.began

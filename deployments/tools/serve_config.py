@@ -169,11 +169,11 @@ def deploy(config: dict[str, Any], timeout_s: float = 600.0) -> None:
 
 
 def wait_running(app_name: str, timeout_s: float) -> None:
-    from ray import serve
+    from deployments.families.warmth import serve_status
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = serve.status().applications.get(app_name)
+        status = serve_status().applications.get(app_name)
         state = str(getattr(status, "status", "")) if status else ""
         if state.endswith("RUNNING"):
             return

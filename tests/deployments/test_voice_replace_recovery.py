@@ -37,6 +37,11 @@ def start_job(base_url: str, dialog: Dialog, key: str) -> str:
     return str(response.json()["id"])
 
 
+def transcribing(record: JobRecord) -> bool:
+    """The stage before `synthesize` is running: no line has been sent to TTS yet."""
+    return record.stage == "transcribe"
+
+
 def synthesizing(record: JobRecord) -> bool:
     """The `synthesize` stage has sent its lines to the TTS deployment (its first segment report)."""
     return record.segments is not None and record.segments.stage == "synthesize"
@@ -50,11 +55,13 @@ def finish(base_url: str, job_id: str) -> dict[str, Any]:
 
 def test_survives_the_tts_replica_dying(base_url: str, storage: Storage, dialog: Dialog) -> None:
     job_id = start_job(base_url, dialog, "recovery-tts")
-    wait_until(JobStore(storage), job_id, synthesizing, timeout_s=JOB_TIMEOUT_S)
-    # Killed while a line is executing on it, as the replica itself counts: a kill timed by the record
-    # alone (written at most twice a second) could land after the last line had already come back, and
-    # then nothing was retried (seen once on a loaded clean-clone run).
-    kill_replicas_while_busy("TTS", settle_s=0.05)
+    wait_until(JobStore(storage), job_id, transcribing, timeout_s=JOB_TIMEOUT_S)
+    # Watched from before `synthesize` starts, killed while lines are executing on it (the replica's own
+    # count; nothing but this job's lines runs on TTS): a kill timed by the record (written at most twice
+    # a second) could land after the last line had come back, and then nothing was retried (seen on a
+    # loaded clean-clone run); and watching only from the first `synthesize` report missed the whole
+    # stage on a quiet one.
+    kill_replicas_while_busy("TTS", settle_s=0.05, timeout_s=JOB_TIMEOUT_S)
 
     report = finish(base_url, job_id)
     stages = {s["name"]: s for s in report["stages"]}

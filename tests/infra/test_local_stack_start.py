@@ -4,6 +4,8 @@ every other path of the stack is exercised for real by the Ray-stack tests."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from deployments.tools.local_stack import RAY_START_TRIES, LocalStack, LocalStackOptions
@@ -19,10 +21,12 @@ class FlakyInit:
         self.calls = 0
         self.shutdowns = 0
 
-    def init(self, **_: object) -> None:
+    def init(self, **_: object) -> SimpleNamespace:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
+        # what the stack reads of ray.init's context
+        return SimpleNamespace(address_info={"metrics_export_port": 8090}, dashboard_url=None)
 
     def shutdown(self) -> None:
         self.shutdowns += 1

