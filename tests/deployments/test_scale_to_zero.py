@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from deployments.families.warmth import STATUS_TTL_S
 from deployments.tools.serve_config import deploy
 from infra.audio import Audio, encode
 from infra.client import SoundstageClient
@@ -91,6 +92,10 @@ def test_cold_models_wake_on_demand_and_go_back_to_zero(base_url: str, cold_mode
     assert voice.status_code == 201, voice.text
     melody = upload(base_url, 2.0)
     eventually(lambda: all(warmth(base_url)[name] == "cold" for name in COLD), "both models at zero")
+    # Every ingress replica reads Serve's status through a cache of its own, at most STATUS_TTL_S old:
+    # one that still held the last "warm" view let the speech below queue for the cold start (200 after
+    # 13.7 s on a clean-clone run, with the status view already saying cold).
+    time.sleep(2 * STATUS_TTL_S)
 
     refused = speech(base_url, voice.json()["voice_id"])  # a sync request does not wait for the start
     assert refused.status_code == 503, refused.text
