@@ -14,14 +14,14 @@ so that a burst of requests or a job's stages do not each ask the controller.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from deployments.serve_status import serve_status
+
 STATUS_TTL_S = 1.0
-_STATUS_LOCK = threading.Lock()
 _LIVE_STATES = {"STARTING", "UPDATING", "RECOVERING", "PENDING_MIGRATION"}
 
 
@@ -68,17 +68,6 @@ class _StatusCache:
             self._deployments = await asyncio.to_thread(_read_status, app)
             self._at = time.monotonic()
         return self._deployments.get(deployment)
-
-
-def serve_status() -> Any:
-    """`serve.status()`, one call at a time in this process: Ray 2.60's builds its answer by registering,
-    then unregistering, the autoscaling policy's module with cloudpickle, so two threads asking at once
-    make one of them fail (`ValueError: ... is not registered for pickle by value`; seen when the local
-    stack's start-time watch and its deploy wait asked together)."""
-    from ray import serve
-
-    with _STATUS_LOCK:
-        return serve.status()
 
 
 def _read_status(app: str) -> dict[str, DeploymentWarmth]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployments.tools.health_watch import HealthWatch
 from deployments.tools.serve_config import deploy, load_config, local_profile
 from infra.embedded_s3 import EmbeddedS3, default_data_dir, store_dir
 from infra.model_store import hub_reachable, missing_model
@@ -27,14 +28,13 @@ RAY_START_TRIES = 3
 RAY_EXIT_TIMEOUT_S = 15.0
 DASHBOARD_PORT = 8265  # Ray's default, what `serve status` and `ray list` try first
 METRICS_PORT = 8090  # Ray's Prometheus endpoint for `soundstage serve` (Ray's own default is random)
-HEALTH_POLL_S = 0.25  # how often Serve's status is read while the app deploys
 
 
 @dataclass(frozen=True)
 class StartTimes:
     """How long `LocalStack.start` took: `total_s` in all, `store_s` (embedded store + probe), `ray_s`,
     and per deployment the seconds from the deploy request until Serve first reported it HEALTHY
-    (sampled every `HEALTH_POLL_S`), keyed `application/deployment`."""
+    (sampled every `health_watch.HEALTH_POLL_S`), keyed `application/deployment`."""
 
     total_s: float
     store_s: float
@@ -53,44 +53,6 @@ def start_report(times: StartTimes) -> list[str]:
     for name, seconds in sorted(times.deployments.items(), key=lambda item: -item[1]):
         lines.append(f"    {name:<{width}}  healthy after {seconds:5.1f} s")
     return lines
-
-
-class _HealthWatch:
-    """Reads Serve's status in a thread while the app deploys; records when each deployment turns HEALTHY."""
-
-    def __init__(self) -> None:
-        self.began = time.monotonic()
-        self.healthy: dict[str, float] = {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="deploy-health-watch", daemon=True)
-
-    def __enter__(self) -> _HealthWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self._poll()  # deployments that turned healthy since the last sample
-
-    def _run(self) -> None:
-        while not self._done.wait(HEALTH_POLL_S):
-            self._poll()
-
-    def _poll(self) -> None:
-        from deployments.families.warmth import (
-            serve_status,
-        )  # one status call at a time (Ray's is not thread-safe)
-
-        try:
-            applications = serve_status().applications
-        except Exception:  # Serve's controller not up yet (or going away): sample again later
-            return
-        now = time.monotonic() - self.began
-        for app_name, app in applications.items():
-            for name, deployment in app.deployments.items():
-                if deployment.status == "HEALTHY":  # a str enum
-                    self.healthy.setdefault(f"{app_name}/{name}", now)
 
 
 @dataclass
@@ -206,7 +168,7 @@ class LocalStack:
         ray_began = time.monotonic()
         self._start_ray()
         ray_s = time.monotonic() - ray_began
-        with _HealthWatch() as watch:
+        with HealthWatch() as watch:
             deploy(config)
         self.config = config
         self.start_times = StartTimes(time.monotonic() - began, store_s, ray_s, watch.healthy)

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from deployments.serve_status import serve_status
+
 # Offline weights for each `*_model_uri` argument of the app ("debug" where no real weights ship offline).
 LOCAL_MODEL_URIS: dict[str, str] = {
     "music_model_uri": "debug",
@@ -169,8 +171,6 @@ def deploy(config: dict[str, Any], timeout_s: float = 600.0) -> None:
 
 
 def wait_running(app_name: str, timeout_s: float) -> None:
-    from deployments.families.warmth import serve_status
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = serve_status().applications.get(app_name)
