@@ -1,4 +1,5 @@
-"""OpenAI-compatible renderings of a transcript: json, text, srt, vtt, verbose_json (pure functions)."""
+"""OpenAI-compatible renderings of a transcript: json, text, srt, vtt, verbose_json (pure functions), and
+the streamed text events."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from models.types import ModelInputError, Segment, Transcript
+from deployments.http.errors import domain_error
+from models.types import Segment, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -136,10 +138,12 @@ async def text_events(pieces: AsyncIterator[Transcript]) -> AsyncIterator[bytes]
 
 
 def _stream_error(error: Exception) -> dict[str, str]:
-    """The error event's body: a model's clean words for a typed input fault, else a generic message (the
+    """The error event's body: a client fault (a model's clean words about its input, or any other error
+    `errors.domain_error` answers with a 4xx) as the edge words it, else a generic message (the
     exception's own text, through Ray, names replicas, pids and paths: it stays in the log)."""
-    if isinstance(error, ModelInputError):
-        return {"code": error.code, "message": error.message}
+    mapped = domain_error(error)
+    if mapped is not None and mapped.status < 500:
+        return {"code": mapped.code, "message": mapped.message}
     logger.warning("transcription stream failed mid-way: %s", type(error).__name__, exc_info=error)
     return {"code": "stream_failed", "message": "transcription failed part-way; retry the request"}
 

@@ -9,7 +9,7 @@ import json
 from collections.abc import AsyncIterator
 
 from deployments.http.transcripts import text_events
-from models.types import ModelInputError, Segment, Transcript
+from models.types import ModelInputError, ModelInternalError, Segment, Transcript
 
 HEAD = Transcript("en", 0.99, 60.0, ())
 FIRST = Transcript("en", 0.99, 60.0, (Segment(0.0, 30.0, "hello there", (), tokens=(1, 2)),))
@@ -46,6 +46,15 @@ def test_a_model_input_fault_mid_stream_keeps_the_models_words() -> None:
     assert got[-1] == {
         "type": "error",
         "error": {"code": "audio_too_long", "message": "this window cannot be decoded"},
+    }
+
+
+def test_a_model_internal_fault_mid_stream_is_generic_as_its_500_would_be() -> None:
+    fault = ModelInternalError("ASR", "model_failed", "the model failed", None)
+    got = events(failing_after_one(fault))
+    assert got[-1]["error"] == {
+        "code": "stream_failed",
+        "message": "transcription failed part-way; retry the request",
     }
 
 
