@@ -133,5 +133,9 @@ def engine_app(env: dict[str, str], runners: int) -> Any:
     for deployment in (sleeper, runner):
         # One fixed code version: a redeploy that changes only `num_replicas` then scales the running
         # replicas (a real downscale) instead of replacing them all (Serve's default for `serve.run`).
+        # Private, knowingly: Ray 2.60 removed `version` from `@serve.deployment` and `.options()` (both
+        # raise ValueError), and `serve.run` gives a deployment without one a new version every time;
+        # the only public in-place rescale is the declarative deploy (a config naming an import path,
+        # whose hash is the code version), which this in-process app of test doubles does not have.
         deployment._version = "engine-faults-1"
     return runner.bind(SleeperClient(sleeper.bind(), "Sleeper"))
