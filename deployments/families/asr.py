@@ -7,7 +7,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 from ray import serve
@@ -18,10 +18,9 @@ from deployments.families.model_host import ModelHost
 from deployments.metrics import record_batch
 from infra.audio import Audio
 from infra.settings import load_settings
-from models.types import ModelFault, Transcript
+from models.types import ModelFault, TranscribeOptions, TranscribeTask, Transcript
 
-Task = Literal["transcribe", "translate"]
-BatchKey = tuple[str | None, bool, float, str | None, Task]
+WORDS = TranscribeOptions(word_timestamps=True)  # a handle call's default: Whisper's own
 
 
 class ASRUserConfig(BaseModel):
@@ -32,17 +31,10 @@ class ASRUserConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TranscriptionCall:
-    audio: Audio
-    language: str | None
-    word_timestamps: bool
-    temperature: float = 0.0
-    prompt: str | None = None
-    task: Task = "transcribe"
+    """One queued `transcribe`: calls with equal `options` share a model call."""
 
-    @property
-    def batch_key(self) -> BatchKey:
-        """Calls decoded with the same options share a batch."""
-        return (self.language, self.word_timestamps, self.temperature, self.prompt, self.task)
+    audio: Audio
+    options: TranscribeOptions
 
 
 @serve.deployment(
@@ -72,46 +64,23 @@ class ASRDeployment(ModelHost):
     def supported_languages(self) -> list[str]:
         return list(self.model.supported_languages)
 
-    async def transcribe(
-        self,
-        audio: Audio,
-        language: str | None = None,
-        word_timestamps: bool = True,
-        temperature: float = 0.0,
-        prompt: str | None = None,
-        task: Task = "transcribe",
-    ) -> Transcript:
-        """Transcript with segments and word timestamps (seconds); `ValueError` for an unknown language.
-        `temperature`, `prompt` and `task` as in `Whisper.transcribe`."""
-        result: Transcript | Exception = await self._batch(
-            TranscriptionCall(audio, language, word_timestamps, temperature, prompt, task)
-        )
+    async def transcribe(self, audio: Audio, options: TranscribeOptions = WORDS) -> Transcript:
+        """Transcript with segments (and word timestamps, seconds, unless `options` turn them off);
+        `ValueError` for an unknown language."""
+        result: Transcript | Exception = await self._batch(TranscriptionCall(audio, options))
         if isinstance(result, Exception):
             raise result
         return result
 
     async def transcribe_stream(
-        self,
-        audio: Audio,
-        language: str | None = None,
-        word_timestamps: bool = True,
-        temperature: float = 0.0,
-        prompt: str | None = None,
-        task: Task = "transcribe",
+        self, audio: Audio, options: TranscribeOptions = WORDS
     ) -> AsyncGenerator[Transcript, None]:
         """`transcribe`, streamed (call it through `handle.options(stream=True)`): first a transcript with no
         segments (the detected language and the duration; a `ValueError` for an unknown language comes
         instead), then one transcript per segment, each holding that segment alone, as soon as Whisper
         has decoded its window. Not batched with other calls: windows are decoded one after another."""
         stream = await asyncio.to_thread(
-            self.model.stream,
-            audio,
-            language=language,
-            word_timestamps=word_timestamps,
-            beam_size=self.beam_size,
-            temperature=temperature,
-            prompt=prompt,
-            task=task,
+            self.model.stream, audio, beam_size=self.beam_size, **options.whisper_kwargs()
         )
         head = Transcript(
             stream.language, stream.language_probability, stream.duration_s, (), stream.language_name
@@ -123,22 +92,15 @@ class ASRDeployment(ModelHost):
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _batch(self, calls: list[TranscriptionCall]) -> list[Transcript | Exception]:
         record_batch(len(calls))
-        groups: dict[BatchKey, list[int]] = defaultdict(list)
+        groups: dict[TranscribeOptions, list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
-            groups[call.batch_key].append(i)
+            groups[call.options].append(i)
         results: list[Transcript | Exception] = [ValueError("not transcribed")] * len(calls)
-        for (language, words, temperature, prompt, task), indices in groups.items():
+        for options, indices in groups.items():
             audios = [calls[i].audio for i in indices]
             try:
                 transcripts = await asyncio.to_thread(
-                    self.model.transcribe_batch,
-                    audios,
-                    language=language,
-                    word_timestamps=words,
-                    beam_size=self.beam_size,
-                    temperature=temperature,
-                    prompt=prompt,
-                    task=task,
+                    self.model.transcribe_batch, audios, beam_size=self.beam_size, **options.whisper_kwargs()
                 )
             except ValueError as e:  # bad language: that group's callers get the error, not the others
                 transcripts = [e] * len(indices)
@@ -158,17 +120,10 @@ class ASRClient(DeploymentClient):
         word_timestamps: bool = False,
         temperature: float = 0.0,
         prompt: str | None = None,
-        task: Task = "transcribe",
+        task: TranscribeTask = "transcribe",
     ) -> Transcript:
-        transcript: Transcript = await self._call(
-            "transcribe",
-            audio=audio,
-            language=language,
-            word_timestamps=word_timestamps,
-            temperature=temperature,
-            prompt=prompt,
-            task=task,
-        )
+        options = TranscribeOptions(language, word_timestamps, temperature, prompt, task)
+        transcript: Transcript = await self._call("transcribe", audio=audio, options=options)
         return transcript
 
     async def transcribe_stream(
@@ -179,19 +134,13 @@ class ASRClient(DeploymentClient):
         word_timestamps: bool = False,
         temperature: float = 0.0,
         prompt: str | None = None,
-        task: Task = "transcribe",
+        task: TranscribeTask = "transcribe",
     ) -> AsyncGenerator[Transcript, None]:
         """`ASRDeployment.transcribe_stream` over a streaming handle: the head (no segments), then one
         transcript per decoded segment. Each piece must come within `model_call_timeout_s`; a piece that
         does not, or a caller that stops early or is cancelled, cancels the stream on the replica."""
-        pieces = self._handle.options(stream=True).transcribe_stream.remote(
-            audio=audio,
-            language=language,
-            word_timestamps=word_timestamps,
-            temperature=temperature,
-            prompt=prompt,
-            task=task,
-        )
+        options = TranscribeOptions(language, word_timestamps, temperature, prompt, task)
+        pieces = self._handle.options(stream=True).transcribe_stream.remote(audio=audio, options=options)
         timeout_s = load_settings().model_call_timeout_s
         ended = False
         try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from infra.audio import Audio
-from models.types import GeneratedAudio
+from models.types import GeneratedAudio, TranscribeOptions
 
 pytestmark = pytest.mark.ray
 
@@ -59,7 +59,9 @@ def test_every_model_deployment_answers_its_handle(stack: object) -> None:
     assert handle("VAD").detect.remote(tone).result() == []
     assert handle("Diarizer").diarize.remote(tone).result() == []
     assert handle("ASR").transcribe.remote(tone).result().duration_s == 2.0
-    streamed = list(handle("ASR").options(stream=True).transcribe_stream.remote(tone, language="en"))
+    streamed = list(
+        handle("ASR").options(stream=True).transcribe_stream.remote(tone, TranscribeOptions(language="en"))
+    )
     assert [(p.language, p.duration_s, p.segments) for p in streamed] == [("en", 2.0, ())]  # the head only
     melody = handle("MusicGenMelody").generate.remote("strings", 0.5, 1, melody=tone).result()
     assert melody.audio.samples.shape == (1, 16000) and melody.model.weights == "debug-random"

@@ -11,7 +11,7 @@ import pytest
 
 from infra.audio import Audio, EmptyAudioError, resample
 from models.tts import StockTTS
-from models.types import ModelLoadingError, Transcript
+from models.types import ModelLoadingError, TranscribeOptions, Transcript
 from models.whisper import Whisper, language_name, speech_windows
 from tests.wer import normalize_words, word_error_rate
 
@@ -188,3 +188,16 @@ def test_packaged_model_loads_and_runs_with_the_network_off(
 
 def test_language_names_are_the_ones_openai_writes() -> None:
     assert [language_name(code) for code in ("de", "es", "zh", "xx")] == ["german", "spanish", "chinese", ""]
+
+
+@pytest.mark.parametrize("method", [Whisper.transcribe, Whisper.stream, Whisper.transcribe_batch])
+def test_transcribe_options_are_keyword_arguments_of_every_whisper_call(method: Any) -> None:
+    """The ASR deployment hands `TranscribeOptions.whisper_kwargs()` to each of these."""
+    import inspect
+
+    keywords = {
+        name
+        for name, parameter in inspect.signature(method).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(TranscribeOptions().whisper_kwargs()) <= keywords
