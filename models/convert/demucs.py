@@ -12,7 +12,7 @@ from typing import Any, cast
 import torch
 from demucs.htdemucs import HTDemucs
 
-from models.demucs import build_htdemucs, complete_kwargs, to_json, write_bag_folder, write_folder
+from models.demucs_folder import build_htdemucs, complete_kwargs, to_json, write_bag_folder, write_folder
 from models.types import ModelLoadingError
 
 logger = logging.getLogger(__name__)

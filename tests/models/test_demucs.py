@@ -190,7 +190,7 @@ def test_folder_with_broken_weights_raises(model: Demucs, tmp_path: Path) -> Non
 
 
 def test_a_bag_round_trips_and_bad_bags_are_refused(tmp_path: Path) -> None:
-    from models.demucs import write_bag_folder
+    from models.demucs_folder import write_bag_folder
 
     debug = Demucs.from_pretrained("debug", device="cpu")
     for name in ("a", "b"):
