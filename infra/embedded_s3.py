@@ -5,6 +5,10 @@ opens is bound to 127.0.0.1, and its data lives in a persistent folder, so objec
 URLs handed out for them) outlive a restart: the ports are remembered in that folder and reused.
 Point `SOUNDSTAGE_S3_ENDPOINT_URL` at another S3-compatible store (AWS S3, a SeaweedFS or MinIO cluster)
 to use that instead.
+
+The store's folder, lock and free ports are `store_host.py`'s; finding a store for a command beside the
+stack is `store_discovery.py`'s. At about 370 lines this stays one module: it is the one class that owns
+the `weed` process's life (ports kept across restarts, identities, lock, readiness, watch, stop).
 """
 
 from __future__ import annotations
@@ -14,13 +18,11 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -31,7 +33,8 @@ from pydantic import SecretStr
 
 from infra.settings import Settings
 from infra.storage import Storage, StorageError
-from infra.store_state import StoreState, read_state, write_state
+from infra.store_host import LOCK_FILE, free_port, port_is_free, store_dir
+from infra.store_state import StoreState, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ LOCAL_SECRET_KEY = "soundstage-local-secret"
 PORTS_FILE = "soundstage-ports.json"
 IDENTITIES_FILE = "soundstage-s3-identities.json"
 LOG_FILE = "weed.log"
-STORE_SUBDIR = "seaweedfs"  # the store's folder in a stack's data dir
-LOCK_FILE = "soundstage-store.lock"  # held while a store runs on the data dir: one store per dir
 CANARY_KEY = "system/embedded-store-ready"  # written and read back at start-up
 LOG_TAIL_BYTES = 4000
 # `weed mini` component -> its port flags. gRPC ports are given too: by default they are the HTTP port
@@ -62,75 +63,6 @@ PORT_FLAGS = {
 
 class EmbeddedS3Error(RuntimeError):
     """The embedded S3 store could not start, or stopped without being asked to."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a server could listen on `port` now. SO_REUSEADDR as Go servers set it: a port whose
-    old connections linger in TIME_WAIT (just after a restart) is free to them."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def default_data_dir() -> Path:
-    """Where soundstage keeps its data: `$XDG_DATA_HOME/soundstage`, else `~/.local/share/soundstage`."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "soundstage"
-
-
-def store_dir(data_dir: Path | None = None) -> Path:
-    """The embedded store's folder in the stack data dir `data_dir` (default: `default_data_dir()`)."""
-    return (data_dir or default_data_dir()).expanduser() / STORE_SUBDIR
-
-
-def store_running(folder: Path) -> bool:
-    """Whether an embedded store runs on `folder` now (it holds the folder's lock while it runs)."""
-    try:
-        with (folder / LOCK_FILE).open("a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # closing the file releases it again
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-@contextmanager
-def located_store(settings: Settings, data_dir: Path | None = None) -> Iterator[Settings]:
-    """`settings` pointed at a store, for commands run beside the local stack (`soundstage models ...`).
-
-    An endpoint in `settings` (SOUNDSTAGE_S3_ENDPOINT_URL, .env) wins. Otherwise the embedded store of
-    the stack data dir `data_dir` (default: `default_data_dir()`): the running one, found through the
-    state file it wrote, or, when none runs there, the last one, started on the same folder (same port and
-    credentials) for the duration of the `with`. No state file there raises `EmbeddedS3Error`.
-    """
-    if settings.s3_endpoint_url is not None:
-        yield settings
-        return
-    folder = store_dir(data_dir)
-    state = read_state(folder)
-    if state is None:
-        raise EmbeddedS3Error(
-            f"no store to use: SOUNDSTAGE_S3_ENDPOINT_URL is not set and no embedded store has run on "
-            f"{folder} (start `soundstage serve` once, pass its --data-dir, or set the endpoint)"
-        )
-    if store_running(folder):
-        yield state.apply(settings)
-        return
-    logger.info("starting the embedded store of %s for this command", folder)
-    with EmbeddedS3(settings.model_copy(update={"s3_bucket": state.bucket}), data_dir=folder) as s3:
-        yield s3.settings
 
 
 def weed_binary() -> Path:
@@ -301,7 +233,7 @@ class EmbeddedS3:
         return self
 
     def _write_state(self) -> None:
-        """The state file other commands find this store by (`located_store`); mode 0600."""
+        """The state file other commands find this store by (`store_discovery.located_store`); mode 0600."""
         state = StoreState(
             endpoint_url=self.endpoint_url,
             access_key_id=LOCAL_ACCESS_KEY,

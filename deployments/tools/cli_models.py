@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from deployments.tools.cli_common import add_api_arguments, client_for
-from infra.embedded_s3 import located_store
 from infra.model_store import pull_model, push_model
 from infra.settings import load_settings
+from infra.store_discovery import located_store
 
 
 def add_models_parser(sub: Any) -> None:

@@ -17,10 +17,11 @@ from typing import Any
 
 from deployments.tools.health_watch import HealthWatch
 from deployments.tools.serve_config import deploy, load_config, local_profile
-from infra.embedded_s3 import EmbeddedS3, default_data_dir, store_dir
+from infra.embedded_s3 import EmbeddedS3
 from infra.model_store import hub_reachable, missing_model
 from infra.settings import Settings, load_settings
 from infra.storage import Storage
+from infra.store_host import default_data_dir, store_dir
 from infra.store_probe import probe_conditional_writes
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class LocalStackOptions:
     user_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     log_to_driver: bool = True
-    data_dir: Path | None = None  # default: infra.embedded_s3.default_data_dir()
+    data_dir: Path | None = None  # default: infra.store_host.default_data_dir()
     dashboard_port: int | None = None  # on 127.0.0.1 (`soundstage serve`: 8265); None: no dashboard
     metrics_port: int | None = None  # Ray's Prometheus endpoint (`soundstage serve`: 8090); None: Ray's pick
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from deployments.tools.cli import main
-from infra.embedded_s3 import EmbeddedS3, store_dir, store_running
+from infra.embedded_s3 import EmbeddedS3
 from infra.model_store import MANIFEST
 from infra.settings import Settings
 from infra.storage import make_client
+from infra.store_host import store_dir, store_running
 from infra.store_state import STATE_FILE, read_state
 
 
