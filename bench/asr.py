@@ -31,8 +31,10 @@ from deployments.tools.serve_config import APP_NAME
 from infra.audio import Audio, resample, to_mono
 from infra.embedded_s3 import free_port
 from models.tts import StockTTS
-from models.types import Transcript
+from models.types import TranscribeOptions, Transcript
 from models.whisper import Whisper
+
+ENGLISH = TranscribeOptions(language="en", word_timestamps=True)  # the ASR replica's default, in English
 
 PACKAGES = ("ray", "faster-whisper", "ctranslate2", "onnxruntime", "hibari-tts", "numpy")
 SENTENCES = (
@@ -108,17 +110,17 @@ class Paths:
         return self.model.transcribe_batch(self.clips, language="en", batch_size=self.batch_size)
 
     def handle_sequential(self) -> list[Transcript]:
-        return [self.handle.transcribe.remote(clip, "en").result() for clip in self.clips]
+        return [self.handle.transcribe.remote(clip, ENGLISH).result() for clip in self.clips]
 
     def handle_concurrent(self) -> list[Transcript]:
-        responses = [self.handle.transcribe.remote(clip, "en") for clip in self.clips]
+        responses = [self.handle.transcribe.remote(clip, ENGLISH) for clip in self.clips]
         return [response.result() for response in responses]
 
     def arrival_times(self) -> list[float]:
         """Seconds from sending every clip at once until each result is in hand, in send order: equal
         times mean one `transcribe_batch` call served them all; a staircase means smaller batches."""
         start = time.perf_counter()
-        responses = [self.handle.transcribe.remote(clip, "en") for clip in self.clips]
+        responses = [self.handle.transcribe.remote(clip, ENGLISH) for clip in self.clips]
         arrived = []
         for response in responses:
             response.result()
