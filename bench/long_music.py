@@ -9,7 +9,8 @@ tiny random weights of the real architecture, one torch thread) runs a short war
 per `--durations` entry, shortest first, the same prompt and seed, regeneration off
 (`max_regenerations: 0`) so that each job makes its windows exactly once.
 
-Printed per duration: windows (the generate stage's segments), job wall (client: submit → succeeded),
+Printed per duration: windows (as planned: the job report's `segments` counts `ctx.map` fan-out, not
+windows), job wall (client: submit → succeeded),
 the generate stage's duration, wall seconds per audio second, and that per-second cost as a ratio to
 the shortest duration's (1.00 everywhere means wall time exactly linear in duration).
 
@@ -43,7 +44,8 @@ def stage(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def table(durations: list[float], runs: list[tuple[float, dict[str, Any]]]) -> list[str]:
-    """One row per duration: windows, wall, generate stage, wall per audio second, ratio to the first."""
+    """One row per duration: planned windows, wall, generate stage, wall per audio second, ratio to the
+    first."""
     base = runs[0][0] / durations[0]
     lines = [
         f"{'duration s':>10}{'windows':>9}{'wall s':>9}{'generate s':>12}{'other s':>9}"
@@ -53,7 +55,7 @@ def table(durations: list[float], runs: list[tuple[float, dict[str, Any]]]) -> l
         generate = stage(report, "generate")
         per_s = wall / duration
         lines.append(
-            f"{duration:>10g}{generate['segments'] or 1:>9}{wall:>9.1f}{generate['duration_s']:>12.1f}"
+            f"{duration:>10g}{planned_windows(duration):>9}{wall:>9.1f}{generate['duration_s']:>12.1f}"
             f"{wall - generate['duration_s']:>9.1f}{per_s:>18.3f}{per_s / base:>12.2f}x"
         )
     return lines
