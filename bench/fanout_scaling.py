@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from machine_info import load_average, machine, start_quiet_stack, stop_stack
+from stack_jobs import run_job, stage_seconds, stage_table, upload
 
 from deployments.tools.local_stack import LocalStackOptions
 from infra.audio import encode
-from infra.client import SoundstageClient
 from infra.embedded_s3 import free_port
 from models.tts import StockTTS
 
@@ -49,49 +48,21 @@ def long_dialog(repeat: int) -> tuple[bytes, float]:
     return encode(tiled, "wav"), tiled.duration_s
 
 
-def run_job(base_url: str, upload_id: str) -> tuple[float, dict[str, Any]]:
-    """Seconds from submission to success, and the job's report."""
-    client = SoundstageClient(base_url, timeout_s=600.0)
-    started = time.perf_counter()
-    fields = {"upload_id": upload_id, "voice": "heart", "target_speaker": "auto", "separate": "false"}
-    response = httpx.post(f"{base_url}/v1/jobs/voice-replace", data=fields, timeout=120)
-    response.raise_for_status()
-    job = client.wait(response.json()["id"], timeout_s=1800.0, poll_s=0.1)
-    wall = time.perf_counter() - started
-    if job["status"] != "succeeded":
-        raise RuntimeError(f"job ended {job['status']}: {job['error']}")
-    report = httpx.get(f"{base_url}/v1/jobs/{job['id']}/report", timeout=60).json()
-    client.close()
-    return wall, report
-
-
 def measure(replicas: int, wav: bytes, reps: int) -> tuple[list[float], list[dict[str, Any]]]:
     options = LocalStackOptions(port=free_port(), min_replicas=replicas, max_replicas=replicas)
     stack = start_quiet_stack(options)
     try:
-        upload = httpx.post(
-            f"{stack.base_url}/v1/uploads", files={"file": ("dialog.wav", wav, "audio/wav")}, timeout=120
-        )
-        upload.raise_for_status()
-        upload_id = upload.json()["upload_id"]
-        run_job(stack.base_url, upload_id)  # warm-up: first calls load lazily initialised state
-        runs = [run_job(stack.base_url, upload_id) for _ in range(reps)]
+        fields = {
+            "upload_id": upload(stack.base_url, wav, "dialog.wav"),
+            "voice": "heart",
+            "target_speaker": "auto",
+            "separate": "false",
+        }
+        run_job(stack.base_url, "voice-replace", form=fields)  # warm-up: lazily initialised state
+        runs = [run_job(stack.base_url, "voice-replace", form=fields) for _ in range(reps)]
     finally:
         stop_stack(stack)
     return [wall for wall, _ in runs], [report for _, report in runs]
-
-
-def stage_table(reports: dict[int, list[dict[str, Any]]]) -> list[str]:
-    names = [s["name"] for s in reports[1][0]["stages"]]
-    lines = [f"{'stage':<14}{'segments':>9}" + "".join(f"{f'{n} replica(s) s':>18}" for n in reports)]
-    for i, name in enumerate(names):
-        segments = reports[1][0]["stages"][i]["segments"]
-        medians = [
-            float(np.median([r["stages"][i]["duration_s"] for r in runs])) for runs in reports.values()
-        ]
-        cells = "".join(f"{m:>18.2f}" for m in medians)
-        lines.append(f"{name:<14}{segments:>9}{cells}")
-    return lines
 
 
 def parse_args() -> argparse.Namespace:
@@ -117,7 +88,7 @@ def main() -> None:
     one, two = float(np.median(walls[1])), float(np.median(walls[2]))
     print(f"wall      1 replica {one:.1f} s, 2 replicas {two:.1f} s: 2 replicas are {one / two:.2f}x faster")
     for replicas, runs in reports.items():
-        compute = float(np.median([sum(s["duration_s"] for s in r["stages"]) for r in runs]))
+        compute = float(np.median([stage_seconds(r) for r in runs]))
         wall = float(np.median(walls[replicas]))
         print(f"overhead  {replicas} replica(s): wall / sum of stage durations = {wall / compute:.3f}")
     print("\n".join(stage_table(reports)))
