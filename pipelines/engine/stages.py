@@ -22,10 +22,17 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from infra import metrics
-from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord
-from infra.storage import ObjectNotFoundError, check_name, retrying, stage_prefix
-from pipelines.engine.checkpoints import RetryPolicy, describe, fingerprint, peak_rss_bytes, sha256
+from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord, StaleAttemptError
+from infra.storage import ObjectNotFoundError, retrying, stage_prefix
+from pipelines.engine.checkpoints import (
+    RetryPolicy,
+    describe,
+    fingerprint,
+    object_name,
+    peak_rss_bytes,
+    record_stage_metrics,
+    sha256,
+)
 from pipelines.engine.clients import ModelClient, Models
 from pipelines.engine.context import (
     JobCancelledError,
@@ -33,8 +40,10 @@ from pipelines.engine.context import (
     StageFailedError,
     StageOutput,
     StageResult,
-    Stored,
+    error_code,
 )
+from pipelines.engine.context import Stored as Stored  # the job modules import these from here
+from pipelines.engine.context import job_result as job_result
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,6 +99,7 @@ class StageRunner(Generic[R]):
         self._last_segment_report = 0.0
         self._records: dict[int, StageRecord] = {r.index: r for r in job.stages}
         self._commit: asyncio.Future[None] | None = None
+        self._marked_by_commit = False  # the last commit scheduled also marks the stage after it
 
     async def run(self, stages: Sequence[Stage[R]]) -> StageContext[R]:
         """Run (or restore) every stage in order; raise `JobCancelledError` / `StageFailedError`.
@@ -107,8 +117,14 @@ class StageRunner(Generic[R]):
                 expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
                 restored = await asyncio.to_thread(self._restore, index, stage, expected)
                 if restored is None:
-                    await self._set_stage(stage.name, index / len(stages))
-                    restored = await self._run_and_commit(index, stage, expected, len(stages), models)
+                    await self._mark_or_check(index, stage.name, len(stages))
+                    following = stages[index + 1].name if index + 1 < len(stages) else None
+                    restored = await self._run_and_commit(
+                        index, stage, expected, following, len(stages), models
+                    )
+                    self._marked_by_commit = following is not None
+                else:
+                    self._marked_by_commit = False
                 self.ctx.outputs[stage.output] = restored
         finally:
             if self._commit is not None:
@@ -148,6 +164,20 @@ class StageRunner(Generic[R]):
             if client.deployment not in self._model_infos:
                 self._model_infos[client.deployment] = (await client.info()).identity
         return {c.deployment: self._model_infos[c.deployment] for c in clients}
+
+    async def _mark_or_check(self, index: int, name: str, total: int) -> None:
+        """Before a stage runs: when the previous stage's commit carries this stage's mark (the usual
+        case), only read the record for the cancel flag and the fence; else mark it here."""
+        if not self._marked_by_commit:
+            await self._set_stage(name, index / total)
+            return
+        record = await asyncio.to_thread(self.jobs.get, self.job.id)
+        if record.attempt != self.attempt:
+            raise StaleAttemptError(
+                f"job {self.job.id}: attempt {self.attempt} superseded by {record.attempt}"
+            )
+        if record.cancel_requested:
+            raise JobCancelledError(self.job.id)
 
     async def _set_stage(self, name: str, progress: float) -> None:
         """Mark the stage on the record; the same (fenced) write checks the cancel flag."""
@@ -206,7 +236,13 @@ class StageRunner(Generic[R]):
         return record.model_copy(update=update)
 
     async def _run_and_commit(
-        self, index: int, stage: Stage[R], expected: str, total: int, models: dict[str, dict[str, Any]]
+        self,
+        index: int,
+        stage: Stage[R],
+        expected: str,
+        following: str | None,
+        total: int,
+        models: dict[str, dict[str, Any]],
     ) -> StageResult:
         started = time.monotonic()
         self.ctx.on_segments = functools.partial(self._report_segments, stage.name, index, total)
@@ -221,7 +257,7 @@ class StageRunner(Generic[R]):
             prefix=stage_prefix(self.job.id, index, stage.name, self.attempt),
             manifest_key=stage_prefix(self.job.id, index, stage.name, self.attempt) + "manifest.json",
             fingerprint=expected,
-            objects={_object_name(n): sha256(body) for n, body in result.objects.items()},
+            objects={object_name(n): sha256(body) for n, body in result.objects.items()},
             sizes={n: len(body) for n, body in result.objects.items()},
             models=models,
             facts=result.record.model_dump(mode="json"),
@@ -233,18 +269,23 @@ class StageRunner(Generic[R]):
             attempt=self.attempt,
         )
         self._records[index] = record
-        _record_stage_metrics(self.job.kind, record, errors)
+        record_stage_metrics(self.job.kind, record, errors)
         self._commit = asyncio.ensure_future(
-            self._commit_after(self._commit, record, result, (index + 1) / total)
+            self._commit_after(self._commit, record, result, following, (index + 1) / total)
         )
         return result
 
     async def _commit_after(
-        self, previous: asyncio.Future[None] | None, record: StageRecord, result: StageResult, progress: float
+        self,
+        previous: asyncio.Future[None] | None,
+        record: StageRecord,
+        result: StageResult,
+        following: str | None,
+        progress: float,
     ) -> None:
         if previous is not None:
             await previous  # commits land in stage order; a failed one fails the ones after it
-        await asyncio.to_thread(self._write_checkpoint, record, result, progress)
+        await asyncio.to_thread(self._write_checkpoint, record, result, following, progress)
 
     async def _run_with_retries(self, stage: Stage[R]) -> tuple[StageResult, list[str]]:
         """The stage's result and the transient errors retried on the way (whole stage or one segment)."""
@@ -265,7 +306,7 @@ class StageRunner(Generic[R]):
                     raise StageFailedError(stage.name, "deadline_exceeded", message) from e
                 errors += self.ctx.retried_errors
                 if not self.retry.is_transient(e):
-                    raise StageFailedError(stage.name, _error_code(e), str(e)) from e
+                    raise StageFailedError(stage.name, error_code(e), str(e)) from e
                 errors.append(describe(e))
                 if retry + 1 == self.retry.tries:
                     raise StageFailedError(stage.name, "retries_exhausted", errors[-1]) from e
@@ -289,8 +330,11 @@ class StageRunner(Generic[R]):
 
         self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
 
-    def _write_checkpoint(self, record: StageRecord, result: StageResult, progress: float) -> None:
-        """Objects first, then the manifest, then the (fenced) job record."""
+    def _write_checkpoint(
+        self, record: StageRecord, result: StageResult, following: str | None, progress: float
+    ) -> None:
+        """Objects first, then the manifest, then the (fenced) job record, which also marks the stage
+        `following` (already running: one record write a stage, not two)."""
         storage = self.jobs.storage
         for name, body in result.objects.items():
             self._s3(functools.partial(storage.put_bytes, record.prefix + name, body))
@@ -302,35 +346,8 @@ class StageRunner(Generic[R]):
             job.stages = [s for s in job.stages if s.index != record.index] + [record]
             job.progress = max(job.progress, progress)
             job.segments = None
+            if following is not None:
+                job.stage = following
 
         self.job = self.jobs.update(self.job.id, add, attempt=self.attempt)
         self.ctx.job = self.job
-
-
-_RESERVED = frozenset({"manifest.json", "facts.json"})  # what the runner itself writes beside the objects
-
-
-def _object_name(name: str) -> str:
-    if name in _RESERVED:
-        raise ValueError(f"stage object name {name!r} is reserved for the checkpoint itself")
-    return check_name(name)
-
-
-def _record_stage_metrics(kind: str, record: StageRecord, errors: list[str]) -> None:
-    """The stage's duration, and each retried error by its type (`describe`'s `Type: message`)."""
-    metrics.record(metrics.STAGE_DURATION, record.duration_s, kind=kind, stage=record.name)
-    for error in errors:
-        cause = error.partition(":")[0]
-        metrics.record(metrics.STAGE_RETRIES, kind=kind, stage=record.name, cause=cause)
-
-
-def _error_code(e: BaseException) -> str:
-    code = getattr(e, "code", None)
-    return code if isinstance(code, str) else "invalid_input" if isinstance(e, ValueError) else "stage_error"
-
-
-def job_result(ctx: StageContext[Any]) -> dict[str, Any]:
-    """The job's published result: the last stage's `Stored` record."""
-    last = list(ctx.outputs.values())[-1].record
-    assert isinstance(last, Stored), f"a job's last stage must return Stored, not {type(last).__name__}"
-    return dict(last.result)
