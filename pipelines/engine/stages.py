@@ -112,12 +112,13 @@ class StageRunner(Generic[R]):
                 self._raise_failed_commit()
                 committed = [self._records[i] for i in range(index) if i in self._records]
                 clients = stage.models(self.ctx.request, self.ctx.models)
-                await self._wait_for_cold_models(stage.name, clients)
-                models = await self._models(clients)
+                fresh = index not in self._records  # nothing committed to restore: mark while probing
+                models = await self._prepare(index, stage.name, clients, len(stages), mark=fresh)
                 expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
-                restored = await asyncio.to_thread(self._restore, index, stage, expected)
+                restored = None if fresh else await asyncio.to_thread(self._restore, index, stage, expected)
                 if restored is None:
-                    await self._mark_or_check(index, stage.name, len(stages))
+                    if not fresh:
+                        await self._mark_or_check(index, stage.name, len(stages))
                     following = stages[index + 1].name if index + 1 < len(stages) else None
                     restored = await self._run_and_commit(
                         index, stage, expected, following, len(stages), models
@@ -134,6 +135,24 @@ class StageRunner(Generic[R]):
     def _raise_failed_commit(self) -> None:
         if self._commit is not None and self._commit.done():
             self._commit.result()  # a commit refused by the fence (or the store) stops the attempt here
+
+    async def _prepare(
+        self, index: int, stage: str, clients: Sequence[ModelClient], total: int, mark: bool
+    ) -> dict[str, dict[str, Any]]:
+        """The stage's model identities (after any cold start), and with `mark` the stage mark or the
+        cancel check at the same time; the first error stops the other."""
+        ready = asyncio.ensure_future(self._ready_models(stage, clients))
+        marked = asyncio.ensure_future(self._mark_or_check(index, stage, total) if mark else asyncio.sleep(0))
+        try:
+            await asyncio.gather(ready, marked)
+        finally:
+            ready.cancel()
+            marked.cancel()
+        return ready.result()
+
+    async def _ready_models(self, stage: str, clients: Sequence[ModelClient]) -> dict[str, dict[str, Any]]:
+        await self._wait_for_cold_models(stage, clients)
+        return await self._models(clients)
 
     async def _wait_for_cold_models(self, stage: str, clients: Sequence[ModelClient]) -> None:
         """When a model the stage calls is scaled to zero: say so on the record (`detail`), wait for its
