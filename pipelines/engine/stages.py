@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord, StaleAttemptError
-from infra.storage import ObjectNotFoundError, retrying, stage_prefix
+from infra.storage import retrying, stage_prefix
 from pipelines.engine.checkpoints import (
     RetryPolicy,
     describe,
@@ -34,6 +33,7 @@ from pipelines.engine.checkpoints import (
     sha256,
 )
 from pipelines.engine.clients import ModelClient, Models
+from pipelines.engine.committed import read_committed, stored_form
 from pipelines.engine.context import (
     JobCancelledError,
     StageContext,
@@ -215,44 +215,16 @@ class StageRunner(Generic[R]):
 
     def _restore(self, index: int, stage: Stage[R], expected: str) -> StageResult | None:
         """The committed output of stage `index` if its fingerprint matches and its objects verify."""
-        name = stage.name
         record = next((r for r in self.job.stages if r.index == index), None)
-        if record is None or record.name != name or record.fingerprint != expected:
+        if record is None or record.name != stage.name or record.fingerprint != expected:
             return None
-        storage = self.jobs.storage
-        try:
-            objects = {
-                n: self._s3(functools.partial(storage.get_bytes, record.prefix + n)) for n in record.objects
-            }
-            facts = self._read_facts(record)
-        except ObjectNotFoundError:
+        committed = read_committed(self.jobs.storage, record)
+        if committed is None:
             return None
-        if facts is None or any(sha256(body) != record.objects[n] for n, body in objects.items()):
-            logger.warning("checkpoint digest mismatch", extra={"job_id": self.job.id, "stage": name})
-            return None
+        objects, facts = committed
         self._records[index] = record.model_copy(update={"facts": facts})  # later fingerprints chain them
-        logger.info("stage restored from checkpoint", extra={"job_id": self.job.id, "stage": name})
+        logger.info("stage restored from checkpoint", extra={"job_id": self.job.id, "stage": stage.name})
         return StageResult(record=stage.output.model_validate(facts), objects=objects)
-
-    def _read_facts(self, record: StageRecord) -> dict[str, Any] | None:
-        """The stage's facts: inline, or read back from its facts object (None if that does not verify)."""
-        if record.facts_key is None:
-            return record.facts
-        body = self._s3(functools.partial(self.jobs.storage.get_bytes, record.facts_key))
-        if sha256(body) != record.facts_sha256:
-            return None
-        facts: dict[str, Any] = json.loads(body)
-        return facts
-
-    def _stored_form(self, record: StageRecord) -> StageRecord:
-        """What the job record holds of `record`: large facts moved to an object of this attempt."""
-        body = json.dumps(record.facts, sort_keys=True, separators=(",", ":")).encode()
-        if len(body) <= self.jobs.storage.settings.job_facts_inline_max_bytes:
-            return record
-        key = record.prefix + "facts.json"
-        self._s3(lambda: self.jobs.storage.put_bytes(key, body, "application/json"))
-        update = {"facts": {}, "facts_key": key, "facts_sha256": sha256(body), "facts_bytes": len(body)}
-        return record.model_copy(update=update)
 
     async def _run_and_commit(
         self,
@@ -357,7 +329,7 @@ class StageRunner(Generic[R]):
         storage = self.jobs.storage
         for name, body in result.objects.items():
             self._s3(functools.partial(storage.put_bytes, record.prefix + name, body))
-        record = self._stored_form(record)
+        record = stored_form(storage, record)
         manifest = record.model_dump_json(indent=1).encode()
         self._s3(lambda: storage.put_bytes(record.manifest_key, manifest))
 
