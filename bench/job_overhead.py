@@ -86,19 +86,30 @@ def row(what: str, seconds: float, job: float) -> str:
 
 def report(samples: dict[str, list[float]], reports: list[dict[str, Any]]) -> list[str]:
     bare, job = float(np.median(samples["bare"])), float(np.median(samples["job"]))
+    server = float(np.median([r["queued_s"] + r["wall_s"] for r in reports]))
+    runner = float(np.median([r["wall_s"] for r in reports]))
     stage_times: dict[str, list[float]] = defaultdict(list)
     for r in reports:
         for stage in r["stages"]:
             stage_times[stage["name"]].append(stage["duration_s"])
+        stage_times["(runner outside stages)"].append(r["wall_s"] - sum(s["duration_s"] for s in r["stages"]))
     return [
         f"{'what':<44}{'median s':>10}{'share of job':>13}",
         row("job end to end (client wall)", job, job),
         row("  bare model call (same work, in-process)", bare, job),
         row("  everything else (non-model)", job - bare, job),
+        row("  server (created → finished)", server, job),
+        row("    server non-model (server - bare)", server - bare, job),
+        row("  client only (submit + poll, job - server)", job - server, job),
         row("  queued (created → claimed)", float(np.median([r["queued_s"] for r in reports])), job),
-        row("  runner (claimed → finished)", float(np.median([r["wall_s"] for r in reports])), job),
-        *(row(f"    stage {name}", float(np.median(t)), job) for name, t in stage_times.items()),
+        row("  runner (claimed → finished)", runner, job),
+        *(row(f"    {_label(name)}", float(np.median(t)), job) for name, t in stage_times.items()),
+        f"non-model share: client side {(job - bare) / job:.0%}, server side {(server - bare) / server:.0%}",
     ]
+
+
+def _label(name: str) -> str:
+    return name if name.startswith("(") else f"stage {name}"
 
 
 def parse_args() -> argparse.Namespace:

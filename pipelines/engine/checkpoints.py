@@ -9,7 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from infra import metrics
 from infra.jobs import StageRecord
+from infra.storage import check_name
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,20 @@ def sha256(data: bytes) -> str:
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+_RESERVED = frozenset({"manifest.json", "facts.json"})  # what the runner itself writes beside the objects
+
+
+def object_name(name: str) -> str:
+    if name in _RESERVED:
+        raise ValueError(f"stage object name {name!r} is reserved for the checkpoint itself")
+    return check_name(name)
+
+
+def record_stage_metrics(kind: str, record: StageRecord, errors: list[str]) -> None:
+    """The stage's duration, and each retried error by its type (`describe`'s `Type: message`)."""
+    metrics.record(metrics.STAGE_DURATION, record.duration_s, kind=kind, stage=record.name)
+    for error in errors:
+        cause = error.partition(":")[0]
+        metrics.record(metrics.STAGE_RETRIES, kind=kind, stage=record.name, cause=cause)

@@ -128,3 +128,15 @@ class StageContext(Generic[R]):
     async def _report_segments(self) -> None:
         if self.on_segments is not None:
             await self.on_segments(self.segments_done, self.segments_total)
+
+
+def error_code(e: BaseException) -> str:
+    code = getattr(e, "code", None)
+    return code if isinstance(code, str) else "invalid_input" if isinstance(e, ValueError) else "stage_error"
+
+
+def job_result(ctx: StageContext[Any]) -> dict[str, Any]:
+    """The job's published result: the last stage's `Stored` record."""
+    last = list(ctx.outputs.values())[-1].record
+    assert isinstance(last, Stored), f"a job's last stage must return Stored, not {type(last).__name__}"
+    return dict(last.result)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,19 +21,29 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from infra import metrics
-from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord
-from infra.storage import ObjectNotFoundError, check_name, retrying, stage_prefix
-from pipelines.engine.checkpoints import RetryPolicy, describe, fingerprint, peak_rss_bytes, sha256
+from infra.jobs import JobRecord, JobStore, SegmentProgress, StageRecord, StaleAttemptError
+from infra.storage import retrying, stage_prefix
+from pipelines.engine.checkpoints import (
+    RetryPolicy,
+    describe,
+    fingerprint,
+    object_name,
+    peak_rss_bytes,
+    record_stage_metrics,
+    sha256,
+)
 from pipelines.engine.clients import ModelClient, Models
+from pipelines.engine.committed import read_committed, stored_form
 from pipelines.engine.context import (
     JobCancelledError,
     StageContext,
     StageFailedError,
     StageOutput,
     StageResult,
-    Stored,
+    error_code,
 )
+from pipelines.engine.context import Stored as Stored  # the job modules import these from here
+from pipelines.engine.context import job_result as job_result
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,6 +99,7 @@ class StageRunner(Generic[R]):
         self._last_segment_report = 0.0
         self._records: dict[int, StageRecord] = {r.index: r for r in job.stages}
         self._commit: asyncio.Future[None] | None = None
+        self._marked_by_commit = False  # the last commit scheduled also marks the stage after it
 
     async def run(self, stages: Sequence[Stage[R]]) -> StageContext[R]:
         """Run (or restore) every stage in order; raise `JobCancelledError` / `StageFailedError`.
@@ -102,13 +112,20 @@ class StageRunner(Generic[R]):
                 self._raise_failed_commit()
                 committed = [self._records[i] for i in range(index) if i in self._records]
                 clients = stage.models(self.ctx.request, self.ctx.models)
-                await self._wait_for_cold_models(stage.name, clients)
-                models = await self._models(clients)
+                fresh = index not in self._records  # nothing committed to restore: mark while probing
+                models = await self._prepare(index, stage.name, clients, len(stages), mark=fresh)
                 expected = fingerprint(stage.name, self.job.request_hash, committed, models, self.version)
-                restored = await asyncio.to_thread(self._restore, index, stage, expected)
+                restored = None if fresh else await asyncio.to_thread(self._restore, index, stage, expected)
                 if restored is None:
-                    await self._set_stage(stage.name, index / len(stages))
-                    restored = await self._run_and_commit(index, stage, expected, len(stages), models)
+                    if not fresh:
+                        await self._mark_or_check(index, stage.name, len(stages))
+                    following = stages[index + 1].name if index + 1 < len(stages) else None
+                    restored = await self._run_and_commit(
+                        index, stage, expected, following, len(stages), models
+                    )
+                    self._marked_by_commit = following is not None
+                else:
+                    self._marked_by_commit = False
                 self.ctx.outputs[stage.output] = restored
         finally:
             if self._commit is not None:
@@ -118,6 +135,24 @@ class StageRunner(Generic[R]):
     def _raise_failed_commit(self) -> None:
         if self._commit is not None and self._commit.done():
             self._commit.result()  # a commit refused by the fence (or the store) stops the attempt here
+
+    async def _prepare(
+        self, index: int, stage: str, clients: Sequence[ModelClient], total: int, mark: bool
+    ) -> dict[str, dict[str, Any]]:
+        """The stage's model identities (after any cold start), and with `mark` the stage mark or the
+        cancel check at the same time; the first error stops the other."""
+        ready = asyncio.ensure_future(self._ready_models(stage, clients))
+        marked = asyncio.ensure_future(self._mark_or_check(index, stage, total) if mark else asyncio.sleep(0))
+        try:
+            await asyncio.gather(ready, marked)
+        finally:
+            ready.cancel()
+            marked.cancel()
+        return ready.result()
+
+    async def _ready_models(self, stage: str, clients: Sequence[ModelClient]) -> dict[str, dict[str, Any]]:
+        await self._wait_for_cold_models(stage, clients)
+        return await self._models(clients)
 
     async def _wait_for_cold_models(self, stage: str, clients: Sequence[ModelClient]) -> None:
         """When a model the stage calls is scaled to zero: say so on the record (`detail`), wait for its
@@ -149,6 +184,20 @@ class StageRunner(Generic[R]):
                 self._model_infos[client.deployment] = (await client.info()).identity
         return {c.deployment: self._model_infos[c.deployment] for c in clients}
 
+    async def _mark_or_check(self, index: int, name: str, total: int) -> None:
+        """Before a stage runs: when the previous stage's commit carries this stage's mark (the usual
+        case), only read the record for the cancel flag and the fence; else mark it here."""
+        if not self._marked_by_commit:
+            await self._set_stage(name, index / total)
+            return
+        record = await asyncio.to_thread(self.jobs.get, self.job.id)
+        if record.attempt != self.attempt:
+            raise StaleAttemptError(
+                f"job {self.job.id}: attempt {self.attempt} superseded by {record.attempt}"
+            )
+        if record.cancel_requested:
+            raise JobCancelledError(self.job.id)
+
     async def _set_stage(self, name: str, progress: float) -> None:
         """Mark the stage on the record; the same (fenced) write checks the cancel flag."""
 
@@ -166,47 +215,25 @@ class StageRunner(Generic[R]):
 
     def _restore(self, index: int, stage: Stage[R], expected: str) -> StageResult | None:
         """The committed output of stage `index` if its fingerprint matches and its objects verify."""
-        name = stage.name
         record = next((r for r in self.job.stages if r.index == index), None)
-        if record is None or record.name != name or record.fingerprint != expected:
+        if record is None or record.name != stage.name or record.fingerprint != expected:
             return None
-        storage = self.jobs.storage
-        try:
-            objects = {
-                n: self._s3(functools.partial(storage.get_bytes, record.prefix + n)) for n in record.objects
-            }
-            facts = self._read_facts(record)
-        except ObjectNotFoundError:
+        committed = read_committed(self.jobs.storage, record)
+        if committed is None:
             return None
-        if facts is None or any(sha256(body) != record.objects[n] for n, body in objects.items()):
-            logger.warning("checkpoint digest mismatch", extra={"job_id": self.job.id, "stage": name})
-            return None
+        objects, facts = committed
         self._records[index] = record.model_copy(update={"facts": facts})  # later fingerprints chain them
-        logger.info("stage restored from checkpoint", extra={"job_id": self.job.id, "stage": name})
+        logger.info("stage restored from checkpoint", extra={"job_id": self.job.id, "stage": stage.name})
         return StageResult(record=stage.output.model_validate(facts), objects=objects)
 
-    def _read_facts(self, record: StageRecord) -> dict[str, Any] | None:
-        """The stage's facts: inline, or read back from its facts object (None if that does not verify)."""
-        if record.facts_key is None:
-            return record.facts
-        body = self._s3(functools.partial(self.jobs.storage.get_bytes, record.facts_key))
-        if sha256(body) != record.facts_sha256:
-            return None
-        facts: dict[str, Any] = json.loads(body)
-        return facts
-
-    def _stored_form(self, record: StageRecord) -> StageRecord:
-        """What the job record holds of `record`: large facts moved to an object of this attempt."""
-        body = json.dumps(record.facts, sort_keys=True, separators=(",", ":")).encode()
-        if len(body) <= self.jobs.storage.settings.job_facts_inline_max_bytes:
-            return record
-        key = record.prefix + "facts.json"
-        self._s3(lambda: self.jobs.storage.put_bytes(key, body, "application/json"))
-        update = {"facts": {}, "facts_key": key, "facts_sha256": sha256(body), "facts_bytes": len(body)}
-        return record.model_copy(update=update)
-
     async def _run_and_commit(
-        self, index: int, stage: Stage[R], expected: str, total: int, models: dict[str, dict[str, Any]]
+        self,
+        index: int,
+        stage: Stage[R],
+        expected: str,
+        following: str | None,
+        total: int,
+        models: dict[str, dict[str, Any]],
     ) -> StageResult:
         started = time.monotonic()
         self.ctx.on_segments = functools.partial(self._report_segments, stage.name, index, total)
@@ -221,7 +248,7 @@ class StageRunner(Generic[R]):
             prefix=stage_prefix(self.job.id, index, stage.name, self.attempt),
             manifest_key=stage_prefix(self.job.id, index, stage.name, self.attempt) + "manifest.json",
             fingerprint=expected,
-            objects={_object_name(n): sha256(body) for n, body in result.objects.items()},
+            objects={object_name(n): sha256(body) for n, body in result.objects.items()},
             sizes={n: len(body) for n, body in result.objects.items()},
             models=models,
             facts=result.record.model_dump(mode="json"),
@@ -233,18 +260,23 @@ class StageRunner(Generic[R]):
             attempt=self.attempt,
         )
         self._records[index] = record
-        _record_stage_metrics(self.job.kind, record, errors)
+        record_stage_metrics(self.job.kind, record, errors)
         self._commit = asyncio.ensure_future(
-            self._commit_after(self._commit, record, result, (index + 1) / total)
+            self._commit_after(self._commit, record, result, following, (index + 1) / total)
         )
         return result
 
     async def _commit_after(
-        self, previous: asyncio.Future[None] | None, record: StageRecord, result: StageResult, progress: float
+        self,
+        previous: asyncio.Future[None] | None,
+        record: StageRecord,
+        result: StageResult,
+        following: str | None,
+        progress: float,
     ) -> None:
         if previous is not None:
             await previous  # commits land in stage order; a failed one fails the ones after it
-        await asyncio.to_thread(self._write_checkpoint, record, result, progress)
+        await asyncio.to_thread(self._write_checkpoint, record, result, following, progress)
 
     async def _run_with_retries(self, stage: Stage[R]) -> tuple[StageResult, list[str]]:
         """The stage's result and the transient errors retried on the way (whole stage or one segment)."""
@@ -265,7 +297,7 @@ class StageRunner(Generic[R]):
                     raise StageFailedError(stage.name, "deadline_exceeded", message) from e
                 errors += self.ctx.retried_errors
                 if not self.retry.is_transient(e):
-                    raise StageFailedError(stage.name, _error_code(e), str(e)) from e
+                    raise StageFailedError(stage.name, error_code(e), str(e)) from e
                 errors.append(describe(e))
                 if retry + 1 == self.retry.tries:
                     raise StageFailedError(stage.name, "retries_exhausted", errors[-1]) from e
@@ -289,12 +321,15 @@ class StageRunner(Generic[R]):
 
         self.job = await asyncio.to_thread(self.jobs.update, self.job.id, mark, attempt=self.attempt)
 
-    def _write_checkpoint(self, record: StageRecord, result: StageResult, progress: float) -> None:
-        """Objects first, then the manifest, then the (fenced) job record."""
+    def _write_checkpoint(
+        self, record: StageRecord, result: StageResult, following: str | None, progress: float
+    ) -> None:
+        """Objects first, then the manifest, then the (fenced) job record, which also marks the stage
+        `following` (already running: one record write a stage, not two)."""
         storage = self.jobs.storage
         for name, body in result.objects.items():
             self._s3(functools.partial(storage.put_bytes, record.prefix + name, body))
-        record = self._stored_form(record)
+        record = stored_form(storage, record)
         manifest = record.model_dump_json(indent=1).encode()
         self._s3(lambda: storage.put_bytes(record.manifest_key, manifest))
 
@@ -302,35 +337,8 @@ class StageRunner(Generic[R]):
             job.stages = [s for s in job.stages if s.index != record.index] + [record]
             job.progress = max(job.progress, progress)
             job.segments = None
+            if following is not None:
+                job.stage = following
 
         self.job = self.jobs.update(self.job.id, add, attempt=self.attempt)
         self.ctx.job = self.job
-
-
-_RESERVED = frozenset({"manifest.json", "facts.json"})  # what the runner itself writes beside the objects
-
-
-def _object_name(name: str) -> str:
-    if name in _RESERVED:
-        raise ValueError(f"stage object name {name!r} is reserved for the checkpoint itself")
-    return check_name(name)
-
-
-def _record_stage_metrics(kind: str, record: StageRecord, errors: list[str]) -> None:
-    """The stage's duration, and each retried error by its type (`describe`'s `Type: message`)."""
-    metrics.record(metrics.STAGE_DURATION, record.duration_s, kind=kind, stage=record.name)
-    for error in errors:
-        cause = error.partition(":")[0]
-        metrics.record(metrics.STAGE_RETRIES, kind=kind, stage=record.name, cause=cause)
-
-
-def _error_code(e: BaseException) -> str:
-    code = getattr(e, "code", None)
-    return code if isinstance(code, str) else "invalid_input" if isinstance(e, ValueError) else "stage_error"
-
-
-def job_result(ctx: StageContext[Any]) -> dict[str, Any]:
-    """The job's published result: the last stage's `Stored` record."""
-    last = list(ctx.outputs.values())[-1].record
-    assert isinstance(last, Stored), f"a job's last stage must return Stored, not {type(last).__name__}"
-    return dict(last.result)

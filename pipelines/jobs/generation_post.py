@@ -192,21 +192,27 @@ async def draw_spectrogram(ctx: StageContext[G]) -> StageResult:
 
 
 async def store_clip(ctx: StageContext[G]) -> StageResult:
-    """Stage `store`: `outputs/{job_id}/audio.{format}`, `spectrogram.png` and `metadata.json`."""
-    return await asyncio.to_thread(_store, ctx)
-
-
-def _store(ctx: StageContext[G]) -> StageResult:
-    audio = decode(ctx.object(Mastered, CLIP))
-    metadata = generation_metadata(ctx, audio)
+    """Stage `store`: `outputs/{job_id}/audio.{format}`, `spectrogram.png` and `metadata.json`, the
+    three written at once."""
+    audio, metadata = await asyncio.to_thread(_decode_and_describe, ctx)
     png_key = output_key(ctx.job.id, SPECTROGRAM, ctx.job.attempt)
-    ctx.storage.put_bytes(png_key, ctx.object(Spectrogram, SPECTROGRAM), "image/png")
+    png = ctx.object(Spectrogram, SPECTROGRAM)
+    _, stored_audio, stored_metadata = await asyncio.gather(
+        asyncio.to_thread(ctx.storage.put_bytes, png_key, png, "image/png"),
+        asyncio.to_thread(store_audio, ctx, "audio", audio, ctx.request.format),
+        asyncio.to_thread(store_json, ctx, "metadata", metadata),
+    )
     result = {
-        "audio": store_audio(ctx, "audio", audio, ctx.request.format),
+        "audio": stored_audio,
         "spectrogram": {"key": png_key, "media_type": "image/png", **ctx.output(Spectrogram).model_dump()},
-        "metadata": {**store_json(ctx, "metadata", metadata), **metadata},
+        "metadata": {**stored_metadata, **metadata},
     }
     return StageResult(record=Stored(result=result), objects={"metadata.json": json.dumps(metadata).encode()})
+
+
+def _decode_and_describe(ctx: StageContext[G]) -> tuple[Audio, dict[str, Any]]:
+    audio = decode(ctx.object(Mastered, CLIP))
+    return audio, generation_metadata(ctx, audio)
 
 
 def generation_metadata(ctx: StageContext[G], audio: Audio) -> dict[str, Any]:
