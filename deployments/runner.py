@@ -22,43 +22,25 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-from ray import exceptions as ray_exceptions
 from ray import serve
 
 from deployments.families.warmth import cold_deployments
+from deployments.job_outcome import Outcome, is_transient, run_stages, stored_request
 from deployments.metrics import install_ray_metrics
 from deployments.webhooks import WebhookSender
-from infra.jobs import JobError, JobNotFoundError, JobRecord, JobStatus, JobStore, StaleAttemptError
+from infra.jobs import JobNotFoundError, JobRecord, JobStore, StaleAttemptError
 from infra.retention import apply_lifecycle_rules, sweep_expired
 from infra.settings import Settings, load_settings
-from infra.storage import Storage, TransientStorageError
+from infra.storage import Storage
 from infra.store_probe import probe_conditional_writes
 from pipelines.engine.clients import Models
 from pipelines.engine.kinds import JobKind
-from pipelines.engine.registry import JOB_KINDS
-from pipelines.engine.stages import JobCancelledError, RetryPolicy, StageFailedError, StageRunner, job_result
+from pipelines.engine.stages import RetryPolicy, StageRunner
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_TRANSIENT = (
-    TimeoutError,
-    ConnectionError,
-    TransientStorageError,
-    ray_exceptions.RayActorError,
-    ray_exceptions.ActorUnavailableError,
-    ray_exceptions.ObjectLostError,
-    ray_exceptions.GetTimeoutError,
-    serve.exceptions.BackPressureError,
-    serve.exceptions.DeploymentUnavailableError,
-)
 _STALE_MARKER_S = 600.0  # an active marker whose record never appeared is dropped after this long
-
-
-def is_transient(error: BaseException) -> bool:
-    """Worth retrying: a replica died or was busy, a call timed out, S3 was unreachable or had a fault."""
-    return isinstance(error, _TRANSIENT)
 
 
 @serve.deployment(
@@ -200,14 +182,12 @@ class JobRunner:
             or len(self._running) >= self.settings.job_max_concurrent
         ):
             return self._running.get(job_id)
-        record = await self._leased(lambda: self.jobs.get(job_id))
-        if record.status.finished:
-            await self._drop_stale(job_id)
-            return None
-        if not record.claimable(self.jobs.clock()):
-            return None
-        claimed = await self._leased(lambda: self.jobs.claim(job_id, self.owner, self.settings.job_lease_s))
-        if claimed is None:
+        claimed, taken = await self._leased(
+            lambda: self.jobs.try_claim(job_id, self.owner, self.settings.job_lease_s)
+        )
+        if not taken:
+            if claimed.status.finished:  # its active marker outlived it (or the claim cancelled it)
+                await self._drop_stale(job_id)
             return None
         logger.info("job claimed", extra={"job_id": job_id, "attempt": claimed.attempt, "owner": self.owner})
         task = asyncio.get_running_loop().create_task(self._execute(claimed))
@@ -272,49 +252,16 @@ class JobRunner:
                 work.cancel()
 
     async def _run_pipeline(self, job: JobRecord) -> None:
-        kind = JOB_KINDS.get(job.kind)
-        if kind is None:
-            await self._finish(job, JobStatus.FAILED, error=JobError(code="unknown_kind", message=job.kind))
+        admitted = stored_request(job)
+        if isinstance(admitted, Outcome):
+            await self._finish(job, admitted)
             return
-        try:
-            request = kind.request.model_validate(job.request)
-        except ValidationError as e:
-            message = f"the stored request is not a valid {job.kind} request: {e.error_count()} errors"
-            await self._finish(job, JobStatus.FAILED, error=JobError(code="invalid_request", message=message))
-            return
+        kind, request = admitted
         runner = self._stage_runner(kind, job, request)
-        try:
-            async with asyncio.timeout(kind.timeout_s or self.settings.job_timeout_s):
-                ctx = await runner.run(kind.stages)
-        except JobCancelledError:
-            await self._finish(job, JobStatus.CANCELLED)
-        except asyncio.CancelledError:
-            runner.ctx.cancelled.set()  # threaded work of the stage stops at its next block
-            if job.id not in self._cancelled:
-                raise  # superseded or draining: another attempt carries on
-            await self._finish(job, JobStatus.CANCELLED)
-        except StageFailedError as e:
-            error = JobError(code=e.code, message=e.message, stage=e.stage, attempt=job.attempt)
-            await self._finish(job, JobStatus.FAILED, error=error)
-        except StaleAttemptError:
-            runner.ctx.cancelled.set()
-            raise
-        except TimeoutError:
-            runner.ctx.cancelled.set()
-            limit = kind.timeout_s or self.settings.job_timeout_s
-            message = f"the job exceeded its deadline of {limit:g} s in stage {runner.job.stage!r}"
-            error = JobError(
-                code="deadline_exceeded", message=message, stage=runner.job.stage, attempt=job.attempt
-            )
-            await self._finish(job, JobStatus.FAILED, error=error)
-        except Exception as e:
-            logger.exception("job failed on a runner fault", extra={"job_id": job.id})
-            error = JobError(
-                code="internal_error", message=repr(e)[:500], stage=runner.job.stage, attempt=job.attempt
-            )
-            await self._finish(job, JobStatus.FAILED, error=error)
-        else:
-            await self._finish(job, JobStatus.SUCCEEDED, result=job_result(ctx))
+        limit_s = kind.timeout_s or self.settings.job_timeout_s
+        await self._finish(
+            job, await run_stages(kind, job, runner, limit_s, lambda: job.id in self._cancelled)
+        )
 
     def _stage_runner(self, kind: JobKind[Any], job: JobRecord, request: Any) -> StageRunner[Any]:
         return StageRunner(
@@ -326,17 +273,23 @@ class JobRunner:
             version=kind.version,
             stage_timeout_s=kind.stage_timeout_s,
             cold_probe=cold_deployments,
+            defer_last_record=True,
         )
 
-    async def _finish(
-        self,
-        job: JobRecord,
-        status: JobStatus,
-        result: dict[str, Any] | None = None,
-        error: JobError | None = None,
-    ) -> None:
-        await self._leased(lambda: self.jobs.finish(job.id, job.attempt, status, result=result, error=error))
-        logger.info("job finished", extra={"job_id": job.id, "status": status.value, "attempt": job.attempt})
+    async def _finish(self, job: JobRecord, outcome: Outcome) -> None:
+        await self._leased(
+            lambda: self.jobs.finish(
+                job.id,
+                job.attempt,
+                outcome.status,
+                result=outcome.result,
+                error=outcome.error,
+                stages=outcome.stages,
+            )
+        )
+        logger.info(
+            "job finished", extra={"job_id": job.id, "status": outcome.status.value, "attempt": job.attempt}
+        )
         self._deliver_webhooks(job.id)
 
     def _deliver_webhooks(self, job_id: str | None = None) -> None:

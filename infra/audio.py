@@ -16,6 +16,46 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 
+from infra.audio_errors import (
+    MAX_CHANNELS as MAX_CHANNELS,
+)
+from infra.audio_errors import (
+    MAX_SAMPLE_RATE as MAX_SAMPLE_RATE,
+)
+from infra.audio_errors import (  # re-exported: callers import audio names from here
+    AudioChannelsError as AudioChannelsError,
+)
+from infra.audio_errors import (
+    AudioError as AudioError,
+)
+from infra.audio_errors import (
+    AudioHeader as AudioHeader,
+)
+from infra.audio_errors import (
+    AudioLimits as AudioLimits,
+)
+from infra.audio_errors import (
+    AudioSampleRateError as AudioSampleRateError,
+)
+from infra.audio_errors import (
+    AudioTooLargeError as AudioTooLargeError,
+)
+from infra.audio_errors import (
+    AudioTooLongError as AudioTooLongError,
+)
+from infra.audio_errors import (
+    EmptyAudioError as EmptyAudioError,
+)
+from infra.audio_errors import (
+    NonFiniteAudioError as NonFiniteAudioError,
+)
+from infra.audio_errors import (
+    TruncatedAudioError as TruncatedAudioError,
+)
+from infra.audio_errors import (
+    UnsupportedAudioFormatError as UnsupportedAudioFormatError,
+)
+
 Block = npt.NDArray[np.float32]  # decoded samples [C, n]
 AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
 AUDIO_FORMATS: tuple[AudioFormat, ...] = ("wav", "flac", "mp3", "ogg")
@@ -36,79 +76,10 @@ _DECODABLE_CONTAINERS = {"WAV", "WAVEX", "FLAC", "OGG", "MP3", "AIFF", "MP4", "W
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command id (sndfile.h)
 # The loudness gate of BS.1770 needs at least one 400 ms block.
 _MIN_LOUDNESS_SECONDS = 0.4
-# Limits every decode checks from the header, before any sample is decoded (defaults: `AudioLimits`).
-MAX_SAMPLE_RATE = 192_000
-MAX_CHANNELS = 8
 # Frames decoded per block: validation runs block by block, so a bad sample stops the decode early and
 # no full-size temporary (such as an `isfinite` mask of the whole clip) is ever made.
 _BLOCK_FRAMES = 65_536
 _WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # what streamed WAVs (sizes not known yet) put in RIFF and data sizes
-
-
-class AudioError(ValueError):
-    """Invalid audio input. `code` is a stable machine-readable reason (mapped to HTTP 4xx)."""
-
-    code = "invalid_audio"
-
-
-class EmptyAudioError(AudioError):
-    code = "audio_empty"
-
-
-class NonFiniteAudioError(AudioError):
-    code = "audio_not_finite"
-
-
-class AudioTooLongError(AudioError):
-    code = "audio_too_long"
-
-
-class AudioTooLargeError(AudioError):
-    code = "audio_too_large"
-
-
-class UnsupportedAudioFormatError(AudioError):
-    code = "audio_format_unsupported"
-
-
-class AudioSampleRateError(AudioError):
-    code = "audio_sample_rate_unsupported"
-
-
-class AudioChannelsError(AudioError):
-    code = "audio_too_many_channels"
-
-
-class TruncatedAudioError(AudioError):
-    """The container's header does not agree with the file (truncated, or sizes that were forged)."""
-
-    code = "invalid_audio"
-
-
-@dataclass(frozen=True)
-class AudioLimits:
-    """What a decode accepts, checked from the header before decoding. `max_samples` counts decoded
-    samples (frames x channels; 4 bytes each once decoded), so it bounds the memory a decode takes."""
-
-    max_duration_s: float | None = None
-    max_bytes: int | None = None
-    max_sample_rate: int = MAX_SAMPLE_RATE
-    max_channels: int = MAX_CHANNELS
-    max_samples: int | None = None
-
-
-@dataclass(frozen=True)
-class AudioHeader:
-    """What a validated file holds: `frames` per channel at `sample_rate` Hz, in `container`."""
-
-    container: str
-    frames: int
-    sample_rate: int
-    channels: int
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,14 @@ class StageRunner(Generic[R]):
         version: int = 1,
         stage_timeout_s: float | None = None,
         cold_probe: ColdProbe | None = None,
+        defer_last_record: bool = False,
     ) -> None:
+        """`defer_last_record`: the last stage's commit writes its objects and manifest but leaves its
+        record to the caller (`pending_records`), who puts it in the job's finishing write: the result
+        and its stage land in one fenced update instead of two."""
         self.jobs = jobs
+        self.defer_last_record = defer_last_record
+        self.pending_records: list[StageRecord] = []
         self.cold_probe = cold_probe
         self.job = job
         self.attempt = job.attempt
@@ -332,6 +338,9 @@ class StageRunner(Generic[R]):
         record = stored_form(storage, record)
         manifest = record.model_dump_json(indent=1).encode()
         self._s3(lambda: storage.put_bytes(record.manifest_key, manifest))
+        if following is None and self.defer_last_record:
+            self.pending_records.append(record)
+            return
 
         def add(job: JobRecord) -> None:
             job.stages = [s for s in job.stages if s.index != record.index] + [record]

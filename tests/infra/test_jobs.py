@@ -14,7 +14,7 @@ from infra.jobs import (
     StaleAttemptError,
     new_job_id,
 )
-from infra.storage import Storage
+from infra.storage import Storage, job_key
 
 
 class Clock:
@@ -76,6 +76,21 @@ def test_claim_lease_and_fence(jobs: JobStore, clock: Clock) -> None:
     done = jobs.finish(record.id, second.attempt, JobStatus.SUCCEEDED, result={"ok": True})
     assert done.status is JobStatus.SUCCEEDED and done.result == {"ok": True} and done.progress == 1.0
     assert record.id not in jobs.active_ids()
+
+
+def test_a_claim_that_cannot_take_the_job_writes_nothing(jobs: JobStore, storage: Storage) -> None:
+    record, _ = jobs.create("music", {})
+    first, taken = jobs.try_claim(record.id, "runner-a", lease_s=10)
+    assert taken and first.attempt == 1
+    etag = storage.get(job_key(record.id)).etag
+    held, taken = jobs.try_claim(record.id, "runner-b", lease_s=10)
+    assert not taken and held.lease_owner == "runner-a" and held.attempt == 1
+    assert storage.get(job_key(record.id)).etag == etag
+    jobs.finish(record.id, 1, JobStatus.SUCCEEDED, result={})
+    etag = storage.get(job_key(record.id)).etag
+    finished, taken = jobs.try_claim(record.id, "runner-b", lease_s=10)
+    assert not taken and finished.status is JobStatus.SUCCEEDED
+    assert storage.get(job_key(record.id)).etag == etag  # read only: no write for a claim that fails
 
 
 def test_concurrent_updates_do_not_lose_writes(jobs: JobStore) -> None:

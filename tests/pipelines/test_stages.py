@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from infra.audio import Audio
-from infra.jobs import JobRecord, JobStore, StaleAttemptError
+from infra.jobs import JobRecord, JobStatus, JobStore, StaleAttemptError
 from infra.storage import Storage
 from models.types import ModelInfo, WeightsKind
 from pipelines.engine.clients import ModelCard, ModelClient, Models
@@ -383,3 +383,21 @@ def test_map_gives_up_on_invalid_input(jobs: JobStore) -> None:
     with pytest.raises(StageFailedError) as failure:
         run(jobs, claimed_job(jobs), (Stage("mapped", mapped, output=Doubled),))
     assert calls["picky"] == 1 and failure.value.code == "invalid_input"
+
+
+def test_a_deferred_last_record_lands_in_the_finishing_write(jobs: JobStore, storage: Storage) -> None:
+    """The runner's way: the last stage's objects and manifest are written, its record joins the job's
+    finishing update (result and stage in one fenced write), and a later attempt restores it from there."""
+    job = claimed_job(jobs)
+    runner = StageRunner(jobs, job, Request(n=1), models_with(), retry=FAST_RETRY, defer_last_record=True)
+    asyncio.run(runner.run(PIPELINE))
+    assert [s.name for s in jobs.get(job.id).stages] == ["numbers"]  # not yet on the record
+    (last,) = runner.pending_records
+    assert last.name == "sum" and json.loads(storage.get_bytes(last.manifest_key))["objects"] == last.objects
+    with pytest.raises(StaleAttemptError):  # the finishing write is fenced like every other
+        jobs.finish(job.id, job.attempt + 1, JobStatus.SUCCEEDED, result={}, stages=[last])
+    done = jobs.finish(job.id, job.attempt, JobStatus.SUCCEEDED, result={"sum": 6}, stages=[last])
+    assert [s.name for s in done.stages] == ["numbers", "sum"] and done.result == {"sum": 6}
+    resumed = jobs.update(job.id, lambda r: setattr(r, "attempt", r.attempt + 1))
+    ctx = run(jobs, resumed)
+    assert calls == Counter({"numbers": 1, "sum": 1}) and ctx.output(Sum) == Sum(sum=6)
