@@ -16,45 +16,22 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 
+# Re-exported (callers import audio's errors, limits and header from here) or used here.
+from infra.audio_errors import MAX_CHANNELS as MAX_CHANNELS
+from infra.audio_errors import MAX_SAMPLE_RATE as MAX_SAMPLE_RATE
 from infra.audio_errors import (
-    MAX_CHANNELS as MAX_CHANNELS,
+    AudioChannelsError,
+    AudioHeader,
+    AudioLimits,
+    AudioSampleRateError,
+    AudioTooLargeError,
+    AudioTooLongError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    TruncatedAudioError,
+    UnsupportedAudioFormatError,
 )
-from infra.audio_errors import (
-    MAX_SAMPLE_RATE as MAX_SAMPLE_RATE,
-)
-from infra.audio_errors import (  # re-exported: callers import audio names from here
-    AudioChannelsError as AudioChannelsError,
-)
-from infra.audio_errors import (
-    AudioError as AudioError,
-)
-from infra.audio_errors import (
-    AudioHeader as AudioHeader,
-)
-from infra.audio_errors import (
-    AudioLimits as AudioLimits,
-)
-from infra.audio_errors import (
-    AudioSampleRateError as AudioSampleRateError,
-)
-from infra.audio_errors import (
-    AudioTooLargeError as AudioTooLargeError,
-)
-from infra.audio_errors import (
-    AudioTooLongError as AudioTooLongError,
-)
-from infra.audio_errors import (
-    EmptyAudioError as EmptyAudioError,
-)
-from infra.audio_errors import (
-    NonFiniteAudioError as NonFiniteAudioError,
-)
-from infra.audio_errors import (
-    TruncatedAudioError as TruncatedAudioError,
-)
-from infra.audio_errors import (
-    UnsupportedAudioFormatError as UnsupportedAudioFormatError,
-)
+from infra.audio_errors import AudioError as AudioError
 
 Block = npt.NDArray[np.float32]  # decoded samples [C, n]
 AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
