@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from infra.embedded_s3 import EmbeddedS3
 from infra.model_store import hub_reachable, missing_model
 from infra.settings import Settings, load_settings
 from infra.storage import Storage
-from infra.store_host import default_data_dir, store_dir
+from infra.store_host import default_data_dir, free_port, store_dir
 from infra.store_probe import probe_conditional_writes
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,9 @@ class LocalStack:
         if ray.is_initialized():
             return
         dashboard = self.options.dashboard_port is not None
+        dashboard_port = self.options.dashboard_port or DASHBOARD_PORT
         for attempt in range(1, RAY_START_TRIES + 1):
+            before = process_tree(os.getpid())
             try:
                 with _keeping_sigterm_handler():
                     context = ray.init(
@@ -222,7 +225,7 @@ class LocalStack:
                         num_gpus=self.gpus,
                         include_dashboard=dashboard,
                         dashboard_host="127.0.0.1",
-                        dashboard_port=self.options.dashboard_port or DASHBOARD_PORT,
+                        dashboard_port=dashboard_port,
                         log_to_driver=self.options.log_to_driver,
                         logging_level=logging.WARNING,
                         _metrics_export_port=self.options.metrics_port,
@@ -241,6 +244,10 @@ class LocalStack:
                     "Ray node start timed out (try %d of %d); starting again", attempt, RAY_START_TRIES
                 )
                 ray.shutdown()
+                _end_partial_start(before)
+                if dashboard and not _bindable(dashboard_port):
+                    dashboard_port = free_port()
+                    logger.warning("the dashboard's port is still taken; trying port %d", dashboard_port)
         self._started_ray = True
 
     def stop(self) -> None:
@@ -295,6 +302,27 @@ def _ray_process_tree() -> set[int]:
     started = getattr(node, "all_processes", {}) or {}
     roots = {info.process.pid for infos in started.values() for info in infos if info.process is not None}
     return roots.union(*(process_tree(pid) for pid in roots))
+
+
+def _end_partial_start(before: set[int]) -> None:
+    """End what a `ray.init` that gave up left running: the processes it started (this process's
+    descendants that were not there before it; the failed node is not Ray's global node, so
+    `ray.shutdown` does not know them), so the next try finds their ports free."""
+    left = process_tree(os.getpid()) - before
+    for pid in left:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    reap(left, timeout_s=RAY_EXIT_TIMEOUT_S)
+
+
+def _bindable(port: int) -> bool:
+    """Whether `port` on 127.0.0.1 can be bound as Ray checks it (no SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def process_tree(root: int) -> set[int]:
