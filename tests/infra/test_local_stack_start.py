@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -21,12 +22,17 @@ class FlakyInit:
 
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)
+        self.thread = threading.get_ident()
         self.calls = 0
         self.shutdowns = 0
         self.ports: list[object] = []
         self.left_behind: list[subprocess.Popen[bytes]] = []
 
     def init(self, **options: object) -> SimpleNamespace:
+        if threading.get_ident() != self.thread:
+            # Ray's own background threads in this process (a Serve router's metrics push, in the
+            # suite's shared session) auto-initialise Ray through `ray.init` too: not the stack's call.
+            raise RuntimeError("ray.init from another thread than the test's (test double)")
         self.calls += 1
         self.ports.append(options.get("dashboard_port"))
         if self.errors:
